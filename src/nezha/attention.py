@@ -1,0 +1,188 @@
+"""NEZHA functional relative attention, computed without any ``(T, T, D)`` tensor.
+
+Shape legend: ``B`` batch, ``H`` heads, ``T`` query/key length, ``C`` a chunk of queries, ``D`` head size,
+``K`` max relative distance, ``P = 2K + 1`` relative buckets.
+
+The math (NEZHA paper, section 3.2; one table shared by keys, values, heads and layers)::
+
+    bucket(i, j) = clip(j - i, -K, K) + K          r_ij = table[bucket(i, j)]
+    s_ij  = (q_i . k_j + q_i . r_ij) / sqrt(D) + mask_j
+    a_ij  = softmax_j(s_ij)
+    out_i = sum_j a_ij v_j + sum_j a_ij r_ij
+
+Two observations keep this cheap. The key term ``q_i . r_ij`` is a gather from ``q @ table.T`` (``(.., T, P)``),
+and the value term is ``mass @ table`` where ``mass[i, p]`` is the attention probability that query ``i`` puts on
+bucket ``p`` (a scatter-add of ``a`` into ``P`` bins). Neither needs ``(T, T, D)`` memory.
+
+On top of that the eager path is a custom autograd function that processes queries in chunks and saves only
+``q, k, v, out`` and the log-sum-exp per query for the backward pass, recomputing the probabilities there
+(as flash attention does). Activation memory therefore grows like ``T * D``, not ``T * T``, which is what lets
+training run on sequences of thousands of tokens on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Elements of one (B, H, C, T) score block; bounds the transient memory of a chunk (~32 MiB in fp32).
+CHUNK_ELEMENTS = 1 << 23
+
+
+def relative_position_table(max_relative_position: int, head_dim: int) -> torch.Tensor:
+    """The fixed sinusoid table ``(2K+1, D)``: row p has sin(p * w_m) in dim 2m and cos(p * w_m) in dim 2m+1.
+
+    Computed exactly as the reference implementations do (fp32, ``exp(-2m * ln(10000) / D)``) so that
+    converted checkpoints give bit-identical hidden states.
+    """
+    num_buckets = 2 * max_relative_position + 1
+    position = torch.arange(num_buckets, dtype=torch.float32).unsqueeze(1)  # (P, 1)
+    div_term = torch.exp(torch.arange(0, head_dim, 2, dtype=torch.float32) * (-math.log(10000.0) / head_dim))
+    table = torch.zeros(num_buckets, head_dim)
+    table[:, 0::2] = torch.sin(position * div_term)
+    table[:, 1::2] = torch.cos(position * div_term)
+    return table  # (P, D)
+
+
+def relative_buckets(query_positions: torch.Tensor, key_length: int, max_relative_position: int) -> torch.Tensor:
+    """``clip(j - i, -K, K) + K`` for queries ``i`` in ``query_positions`` and keys ``j`` in ``0..key_length-1``."""
+    keys = torch.arange(key_length, device=query_positions.device)
+    distance = keys[None, :] - query_positions[:, None]  # (C, T)
+    return distance.clamp(-max_relative_position, max_relative_position) + max_relative_position
+
+
+def _chunk_size(batch: int, heads: int, length: int) -> int:
+    return max(16, CHUNK_ELEMENTS // max(1, batch * heads * length))
+
+
+def _dropout_keep(shape: torch.Size, p: float, seed: int, device: torch.device) -> torch.Tensor:
+    """A dropout keep-mask that the backward pass can regenerate from ``seed`` instead of storing it."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return torch.rand(shape, generator=gen, device=device) >= p
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Softmax and gradient accumulation run in fp32 for half types, in the input precision otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _probs(qs, k, table, mask, buckets, lse=None):
+    """Scores of one query chunk, then probabilities in the accumulation dtype. Returns (probs, lse)."""
+    scores = torch.matmul(qs, k.transpose(-1, -2))  # (B, H, C, T)
+    rel = torch.matmul(qs, table.t())  # (B, H, C, P)
+    scores = scores + torch.gather(rel, -1, buckets.expand(scores.shape))
+    scores = scores.to(_acc_dtype(qs.dtype))
+    if mask is not None:
+        scores = scores + mask  # (B, 1, 1, T) broadcast
+    if lse is None:
+        lse = torch.logsumexp(scores, dim=-1)  # (B, H, C)
+    return torch.exp(scores - lse.unsqueeze(-1)), lse
+
+
+def _bucket_mass(weights: torch.Tensor, buckets: torch.Tensor, num_buckets: int) -> torch.Tensor:
+    """Sum ``weights[..., i, j]`` into bins ``buckets[i, j]``: ``(B, H, C, T) -> (B, H, C, P)``."""
+    out = weights.new_zeros(*weights.shape[:-1], num_buckets)
+    return out.scatter_add_(-1, buckets.expand(weights.shape), weights)
+
+
+def _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position):
+    """Forward pass over query chunks. Returns ``(out (B, H, T, D), lse (B, H, T), chunk)``."""
+    B, H, T, D = q.shape
+    scale = 1.0 / math.sqrt(D)
+    table = table.to(q.dtype)
+    P = table.shape[0]
+    chunk = _chunk_size(B, H, T)
+    out = torch.empty_like(q)
+    lse = q.new_empty(B, H, T, dtype=_acc_dtype(q.dtype))
+    positions = torch.arange(T, device=q.device)
+    for c, start in enumerate(range(0, T, chunk)):
+        end = min(T, start + chunk)
+        buckets = relative_buckets(positions[start:end], T, max_relative_position)  # (C, T)
+        qs = q[:, :, start:end] * scale
+        probs, lse[:, :, start:end] = _probs(qs, k, table, mask, buckets)
+        if dropout_p > 0:
+            probs = probs * _dropout_keep(probs.shape, dropout_p, seed + c, q.device) / (1.0 - dropout_p)
+        probs = probs.to(q.dtype)
+        out[:, :, start:end] = torch.matmul(probs, v) + torch.matmul(_bucket_mass(probs, buckets, P), table)
+    return out, lse, chunk
+
+
+class _RelativeAttention(torch.autograd.Function):
+    """Chunked relative attention with recomputation in backward; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, table, mask, dropout_p, seed, max_relative_position):
+        out, lse, chunk = _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position)
+        ctx.save_for_backward(q, k, v, table.to(q.dtype), mask, out, lse)
+        ctx.params = (dropout_p, seed, max_relative_position, chunk)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, table, mask, out, lse = ctx.saved_tensors
+        dropout_p, seed, max_relative_position, chunk = ctx.params
+        B, H, T, D = q.shape
+        scale = 1.0 / math.sqrt(D)
+        P = table.shape[0]
+        grad_out = grad_out.to(q.dtype)
+        dq = torch.empty_like(q)
+        acc = _acc_dtype(q.dtype)
+        dk = torch.zeros_like(q, dtype=acc)
+        dv = torch.zeros_like(q, dtype=acc)
+        positions = torch.arange(T, device=q.device)
+        # D_i = sum_j dA_ij a_ij = dout_i . out_i (both value and relative terms included), as in flash attention.
+        delta = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)  # (B, H, T, 1)
+        for c, start in enumerate(range(0, T, chunk)):
+            end = min(T, start + chunk)
+            buckets = relative_buckets(positions[start:end], T, max_relative_position)
+            qs = q[:, :, start:end] * scale
+            probs, _ = _probs(qs, k, table, mask, buckets, lse[:, :, start:end])
+            g = grad_out[:, :, start:end]  # (B, H, C, D)
+            dprobs = torch.matmul(g, v.transpose(-1, -2))  # (B, H, C, T)
+            dprobs = dprobs + torch.gather(torch.matmul(g, table.t()), -1, buckets.expand(dprobs.shape))
+            dprobs = dprobs.to(acc)
+            if dropout_p > 0:
+                keep = _dropout_keep(probs.shape, dropout_p, seed + c, q.device) / (1.0 - dropout_p)
+                dv += torch.matmul((probs * keep).to(q.dtype).transpose(-1, -2), g).to(acc)
+                dprobs = dprobs * keep
+            else:
+                dv += torch.matmul(probs.to(q.dtype).transpose(-1, -2), g).to(acc)
+            dscores = (probs * (dprobs - delta[:, :, start:end])).to(q.dtype)  # (B, H, C, T)
+            dqs = torch.matmul(dscores, k) + torch.matmul(_bucket_mass(dscores, buckets, P), table)
+            dq[:, :, start:end] = dqs * scale
+            dk += torch.matmul(dscores.transpose(-1, -2), qs).to(acc)
+        return dq, dk.to(q.dtype), dv.to(q.dtype), None, None, None, None, None
+
+
+def relative_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    table: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    max_relative_position: int,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """NEZHA relative self-attention (eager, memory-lean).
+
+    Args:
+        q, k, v: ``(B, H, T, D)`` projected queries, keys and values.
+        table: ``(2K+1, D)`` relative position table from :func:`relative_position_table`.
+        mask: additive float mask ``(B, 1, 1, T)`` (0 to keep, a large negative to drop) or None.
+        max_relative_position: K.
+        dropout_p: attention-probability dropout (pass 0 in eval mode).
+
+    Returns:
+        ``(B, H, T, D)`` context vectors.
+    """
+    seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
+    if mask is not None:
+        mask = mask.to(_acc_dtype(q.dtype))
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            return _RelativeAttention.apply(q, k, v, table, mask, dropout_p, seed, max_relative_position)
+        # Inference (and ONNX tracing): the same computation without the autograd wrapper.
+        return _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position)[0]

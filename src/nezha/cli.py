@@ -1,0 +1,93 @@
+"""The ``nezha`` command line: one console script, subcommands mapped to importable modules.
+
+Each subcommand lives in ``nezha.commands.<name>`` and exposes ``add_arguments(parser)`` and ``run(args) -> int``,
+so tests call the same code paths and ``--help`` stays cheap (modules are imported only for the command run).
+Errors a user can fix (bad flag values, missing files, malformed data) print one line; ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+import nezha
+
+# name -> (module under nezha.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "build a small NEZHA, run it on real Chinese text and show what it computes"),
+    "vocab": ("vocab", "train a WordPiece vocab.txt from a corpus (Chinese-BERT conventions)"),
+    "prepare": ("prepare", "make pretraining instances (NSP pairs, static/whole-word masking) from raw text"),
+    "pretrain": ("pretrain", "pretrain NEZHA (MLM + NSP) on one or many devices (torchrun)"),
+    "finetune": ("finetune", "fine-tune on classification, NER or reading comprehension"),
+    "evaluate": ("evaluate", "evaluate a fine-tuned model on labelled data"),
+    "predict": ("predict", "write predictions of a fine-tuned model"),
+    "evaluate-cmrc": ("evaluate_cmrc", "official CMRC 2018 EM/F1 of a predictions file"),
+    "convert": ("convert", "convert a released TensorFlow NEZHA checkpoint (no TensorFlow needed)"),
+    "verify": ("verify", "check downloaded checkpoint files against an MD5 list"),
+    "export-onnx": ("export_onnx", "export a model to ONNX with dynamic batch and sequence axes"),
+    "quickstart": ("quickstart", "the whole workflow on embedded Chinese data, with a report"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed as one line without a traceback."""
+
+
+def str2bool(value: str) -> bool:
+    """Parse the original scripts' ``--do_lower_case=True`` style booleans."""
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "y", "t"):
+        return True
+    if v in ("false", "0", "no", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def _available_commands() -> dict[str, tuple[str, str]]:
+    out = {}
+    for name, (module, help_) in COMMANDS.items():
+        if importlib.util.find_spec(f"nezha.commands.{module}") is not None:
+            out[name] = (module, help_)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nezha", description=nezha.__doc__)
+    parser.add_argument("--version", action="version", version=f"nezha {nezha.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in _available_commands().items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        p.set_defaults(_module=module)
+        importlib.import_module(f"nezha.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    module = importlib.import_module(f"nezha.commands.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"nezha {args.command}: error: {e}", file=sys.stderr)
+        print("(run with --debug for the full traceback)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nezha {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

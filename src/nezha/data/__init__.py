@@ -1,0 +1,1 @@
+"""Data pipelines: pretraining instances, task readers, collation."""

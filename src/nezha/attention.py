@@ -156,6 +156,23 @@ class _RelativeAttention(torch.autograd.Function):
         return dq, dk.to(q.dtype), dv.to(q.dtype), None, None, None, None, None
 
 
+def _fused_backend(backend: str, q: torch.Tensor):
+    """The fused Triton kernel when asked for (or on GPU under "auto") and usable here; else None (eager)."""
+    if backend == "eager" or (backend == "auto" and not q.is_cuda):
+        return None
+    try:
+        from nezha.kernels import triton_attention
+    except ImportError as e:
+        if backend == "triton":
+            raise ValueError(f"attention_backend='triton' needs the triton extra (nezha[triton]): {e}") from None
+        return None
+    if not triton_attention.is_available():
+        if backend == "triton":
+            raise ValueError("attention_backend='triton' needs a CUDA device (or TRITON_INTERPRET=1)")
+        return None
+    return triton_attention.triton_relative_attention
+
+
 def relative_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -165,8 +182,9 @@ def relative_attention(
     *,
     max_relative_position: int,
     dropout_p: float = 0.0,
+    backend: str = "eager",
 ) -> torch.Tensor:
-    """NEZHA relative self-attention (eager, memory-lean).
+    """NEZHA relative self-attention.
 
     Args:
         q, k, v: ``(B, H, T, D)`` projected queries, keys and values.
@@ -174,10 +192,19 @@ def relative_attention(
         mask: additive float mask ``(B, 1, 1, T)`` (0 to keep, a large negative to drop) or None.
         max_relative_position: K.
         dropout_p: attention-probability dropout (pass 0 in eval mode).
+        backend: "eager" (memory-lean chunked path, any device), "triton" (fused GPU kernel) or "auto"
+            (fused on CUDA when available, eager otherwise).
 
     Returns:
         ``(B, H, T, D)`` context vectors.
     """
+    fused = _fused_backend(backend, q)
+    if fused is not None:
+        try:
+            return fused(q, k, v, table, mask, max_relative_position=max_relative_position, dropout_p=dropout_p)
+        except NotImplementedError:
+            if backend == "triton":
+                raise
     seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
     if mask is not None:
         mask = mask.to(_acc_dtype(q.dtype))

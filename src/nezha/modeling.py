@@ -103,6 +103,7 @@ class NezhaSelfAttention(nn.Module):
         self.head_dim = config.head_dim
         self.max_relative_position = config.max_relative_position
         self.dropout_p = config.attention_probs_dropout_prob
+        self.backend = config.attention_backend
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
@@ -117,6 +118,7 @@ class NezhaSelfAttention(nn.Module):
             q, k, v, table, mask,
             max_relative_position=self.max_relative_position,
             dropout_p=self.dropout_p if self.training else 0.0,
+            backend=self.backend,
         )  # (B, H, T, D)
         return ctx.transpose(1, 2).reshape(B, T, E)
 

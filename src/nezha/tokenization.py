@@ -4,15 +4,33 @@ Behaviour matches ``transformers.BertTokenizer`` (basic tokenizer + WordPiece): 
 each, punctuation is split off, ``do_lower_case`` lower-cases and strips accents, unknown words become ``[UNK]``.
 Every token carries ``(start, end)`` character offsets into the original text, which NER and reading comprehension
 need to map predictions back.
+
+Where the Rust ``BertNormalizer`` and the Python ``BasicTokenizer`` disagree, the pipeline adds a step so that ids
+stay equal (checked on the People's Daily, review and CMRC 2018 corpora and on every Unicode code point):
+
+- Python drops every character of category ``C*`` *as its own Unicode database defines it*, unassigned code points
+  (``Cn``) included; the Rust tables miss ``Cn`` and lag Unicode versions. A ``Replace`` built from Python's
+  ``unicodedata`` at run time removes exactly the characters Python would.
+- Python applies NFC before splitting words; with lower-casing on, the later NFD accent stripping makes that moot,
+  but with ``do_lower_case=False`` CJK compatibility ideographs (U+F900..) become their unified forms, so an ``NFC``
+  step follows in that case.
+- U+2028/U+2029 are whitespace to Rust and separators to Python's ``str.split``: both split there, so the vocab's
+  U+2028 entries (ids 343 and 13502) are unreachable on either side.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MAX_INPUT_CHARS_PER_WORD = 100  # BERT: longer words become [UNK]
 
 
 def load_vocab(path: str | os.PathLike) -> list[str]:
@@ -40,6 +58,98 @@ def load_vocab(path: str | os.PathLike) -> list[str]:
     return tokens
 
 
+# Python BasicTokenizer's CJK blocks (_is_chinese_char): each such character becomes its own word.
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+_KIND_BITS = {"remove": 1, "whitespace": 2, "punctuation": 4, "nonspacing_mark": 8, "cjk": 16}
+
+
+@functools.cache
+def _python_char_kinds() -> np.ndarray:
+    """(0x110000,) uint8 bit flags per code point, as Python's BasicTokenizer classifies it (see _KIND_BITS)."""
+    out = np.zeros(sys.maxunicode + 1, dtype=np.uint8)
+    category = unicodedata.category
+    for cp in range(sys.maxunicode + 1):
+        cat = category(chr(cp))
+        if cat[0] == "C":
+            out[cp] = 1  # _is_control
+        elif cat[0] == "P":
+            out[cp] = 4  # _is_punctuation
+        elif cat == "Mn":
+            out[cp] = 8  # removed by _run_strip_accents
+        elif cat == "Zs":
+            out[cp] = 2  # _is_whitespace
+    out[0xFFFD] = 1  # _clean_text drops U+FFFD too
+    for ch in " \t\n\r":
+        out[ord(ch)] = 2
+    for lo, hi in ((33, 47), (58, 64), (91, 96), (123, 126)):  # all non-alphanumeric ASCII is punctuation to BERT
+        out[lo : hi + 1] = 4
+    for lo, hi in _CJK_RANGES:
+        out[lo : hi + 1] |= 16
+    out[0xD800:0xE000] = 0  # surrogates cannot reach Rust
+    return out
+
+
+@functools.cache
+def python_char_class(*kinds: str) -> str:
+    """An Oniguruma character class of the code points that Python's BasicTokenizer treats as any of ``kinds``.
+
+    Built from this interpreter's ``unicodedata``, i.e. the same tables ``transformers.BertTokenizer`` uses here.
+    Kinds: ``remove`` (category ``C*`` except tab/newline/CR, and U+FFFD), ``whitespace`` (``Zs`` and
+    space/tab/newline/CR), ``punctuation`` (ASCII symbols and ``P*``), ``nonspacing_mark`` (``Mn``, dropped by
+    accent stripping), ``cjk`` (the CJK blocks BERT splits per character).
+    """
+    bits = sum(_KIND_BITS[k] for k in kinds)
+    member = (_python_char_kinds() & bits) != 0
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], member, [False]]).astype(np.int8)))
+    parts = []
+    for a, b in zip(edges[0::2].tolist(), (edges[1::2] - 1).tolist()):
+        parts.append(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}")
+    return "[" + "".join(parts) + "]"
+
+
+def build_rust_tokenizer(vocab: dict[str, int], do_lower_case: bool):
+    """The ``tokenizers.Tokenizer`` equal to ``BertTokenizer(vocab, do_lower_case)``.
+
+    BasicTokenizer's steps, each with the character classes of Python's ``unicodedata`` rather than the Rust
+    crate's older tables: drop control characters; whitespace to spaces; NFC; (lower-case, NFD, drop ``Mn``);
+    split on whitespace; isolate punctuation and CJK characters; then WordPiece.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordPiece
+
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+    steps = [
+        normalizers.Replace(Regex(python_char_class("remove")), ""),
+        normalizers.Replace(Regex(python_char_class("whitespace")), " "),
+        normalizers.NFC(),
+    ]
+    if do_lower_case:
+        steps += [
+            normalizers.Lowercase(),
+            normalizers.NFD(),
+            normalizers.Replace(Regex(python_char_class("nonspacing_mark")), ""),
+        ]
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Split(Regex(python_char_class("punctuation", "cjk")), behavior="isolated"),
+        ]
+    )
+    # Special tokens typed in the text stay whole, as BertTokenizer's added-token split does.
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS if t in vocab])
+    return tok
+
+
 @dataclass(frozen=True)
 class Encoded:
     """One text's WordPiece tokens (no special tokens added), ids and character offsets into the text."""
@@ -53,16 +163,14 @@ class NezhaTokenizer:
     """WordPiece tokenizer from a ``vocab.txt``; see the module docstring."""
 
     def __init__(self, vocab: list[str], do_lower_case: bool = True, source: str = "vocab"):
-        from tokenizers import BertWordPieceTokenizer
-
         self.vocab_list = list(vocab)
         self.vocab = {tok: i for i, tok in enumerate(self.vocab_list)}  # duplicates: the last id wins, as BERT's
+        missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]
+        if missing:
+            raise ValueError(f"{source}: vocab lacks the special token(s) {missing}")
         self.do_lower_case = do_lower_case
         self.source = source
-        self._tok = BertWordPieceTokenizer(
-            self.vocab, lowercase=do_lower_case, strip_accents=do_lower_case, clean_text=True,
-            handle_chinese_chars=True,
-        )
+        self._tok = build_rust_tokenizer(self.vocab, do_lower_case)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, do_lower_case: bool = True) -> NezhaTokenizer:
@@ -70,6 +178,13 @@ class NezhaTokenizer:
 
     def __len__(self) -> int:
         return len(self.vocab_list)
+
+    def __getstate__(self) -> dict:
+        # The Rust object is rebuilt in worker processes rather than pickled.
+        return {"vocab_list": self.vocab_list, "do_lower_case": self.do_lower_case, "source": self.source}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["vocab_list"], state["do_lower_case"], state["source"])
 
     @property
     def pad_id(self) -> int:
@@ -100,6 +215,14 @@ class NezhaTokenizer:
             Encoded(list(e.tokens), list(e.ids), [tuple(o) for o in e.offsets])
             for e in self._tok.encode_batch(texts, add_special_tokens=False)
         ]
+
+    def encode_ids_batch(self, texts: list[str]) -> list[list[int]]:
+        """Ids only: the fast path for pretraining data."""
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def encode_ids_offsets_batch(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Ids and character offsets (for whole word masking), without building token strings."""
+        return [(e.ids, e.offsets) for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def tokenize(self, text: str) -> list[str]:
         return self.encode(text).tokens

@@ -1,0 +1,271 @@
+"""Masked-LM target selection: BERT's static masking, whole word masking (WWM) and n-gram (span) masking.
+
+What WWM changes and what it does not: WWM changes only *which positions are masked together*: when one piece
+of a word is chosen, every piece of that word is masked (a Chinese word of several characters, or a WordPiece word
+``play ##ing``). It does not change the targets: each masked WordPiece is still predicted on its own, with its own
+label, and the 80% ``[MASK]`` / 10% random / 10% unchanged decision is made per piece, as in Google's WWM release.
+The token ids of an instance are the same with WWM on or off.
+
+Words come from a segmenter (``rjieba``/``jieba``) or from gold boundaries (``pre_segmented`` text, words
+separated by spaces); the grouping is expressed as a ``unit_starts`` flag per token (True where a masking unit
+begins), computed once per sentence by :func:`word_unit_starts`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MASK_PROB = 0.8  # of the chosen positions: replaced by [MASK]
+KEEP_PROB_OF_REST = 0.5  # of the remaining 20%: half kept unchanged, half replaced by a random vocab id
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    """How targets are chosen; every option an argument (no globals), so selection is a pure function of rng."""
+
+    masked_lm_prob: float = 0.15
+    max_predictions_per_seq: int = 20
+    vocab_size: int = 21128
+    mask_id: int = 103
+    max_ngram: int = 1  # > 1: n-gram masking over units, n drawn with probability proportional to 1/n
+
+    def __post_init__(self):
+        if not 0.0 < self.masked_lm_prob <= 1.0:
+            raise ValueError(f"masked_lm_prob must be in (0, 1], got {self.masked_lm_prob}")
+        if self.max_predictions_per_seq < 1:
+            raise ValueError(f"max_predictions_per_seq must be >= 1, got {self.max_predictions_per_seq}")
+        if self.max_ngram < 1:
+            raise ValueError(f"max_ngram must be >= 1, got {self.max_ngram}")
+
+
+@dataclass(frozen=True)
+class MaskedLmResult:
+    """The masked instance: ids with replacements, sorted target positions and their original ids."""
+
+    input_ids: list[int]
+    positions: list[int]
+    labels: list[int]
+    num_mask_token: int  # how many positions got [MASK]
+    num_random: int  # how many got a random id
+    num_in_multi_piece_units: int  # how many positions belong to a unit of more than one piece (WWM share)
+
+
+def word_unit_starts(
+    offsets: Sequence[tuple[int, int]],
+    word_starts: np.ndarray,
+    is_continuation: Sequence[bool],
+) -> np.ndarray:
+    """Flag the tokens that begin a whole-word masking unit.
+
+    Args:
+        offsets: (T,) character spans of the sentence's tokens.
+        word_starts: (W,) sorted character offsets where the segmenter's words begin.
+        is_continuation: (T,) True for ``##`` WordPiece continuations.
+    Returns:
+        (T,) bool: token i joins the unit of token i-1 when both start inside the same segmenter word or token i is
+        a ``##`` piece; so a unit always covers whole segmenter words and whole WordPiece words.
+    """
+    T = len(offsets)
+    out = np.ones(T, dtype=bool)
+    if T <= 1:
+        return out
+    starts = np.fromiter((s for s, _ in offsets), dtype=np.int64, count=T)
+    word = np.searchsorted(word_starts, starts, side="right")  # (T,) segmenter word index of each token
+    cont = np.asarray(is_continuation, dtype=bool)
+    out[1:] = ~((word[1:] == word[:-1]) | cont[1:])
+    return out
+
+
+def num_to_predict(num_tokens: int, cfg: MaskingConfig) -> int:
+    """BERT's budget: round(len * prob), at least 1, at most max_predictions_per_seq (len includes [CLS]/[SEP])."""
+    return min(cfg.max_predictions_per_seq, max(1, int(round(num_tokens * cfg.masked_lm_prob))))
+
+
+def candidate_units(special: Sequence[bool], unit_starts: Sequence[bool]) -> list[tuple[int, int]]:
+    """Half-open position ranges of the masking units of an instance; special tokens are never candidates."""
+    units: list[tuple[int, int]] = []
+    start = -1
+    for i, (sp, us) in enumerate(zip(special, unit_starts)):
+        if sp:
+            if start >= 0:
+                units.append((start, i))
+            start = -1
+        elif us or start < 0:
+            if start >= 0:
+                units.append((start, i))
+            start = i
+    if start >= 0:
+        units.append((start, len(special)))
+    return units
+
+
+def _ngram_weights(max_ngram: int) -> list[float]:
+    w = [1.0 / n for n in range(1, max_ngram + 1)]
+    total = sum(w)
+    return [x / total for x in w]
+
+
+def create_masked_lm_predictions(
+    input_ids: Sequence[int],
+    units: Sequence[tuple[int, int]],
+    cfg: MaskingConfig,
+    rng: random.Random,
+) -> MaskedLmResult:
+    """Choose and replace masked-LM targets, BERT's algorithm.
+
+    Units are visited in a uniformly random order (a lazily drawn permutation, the same distribution as BERT's
+    full shuffle); a unit is taken if it fits the remaining budget, else skipped. Each taken position is replaced
+    by [MASK] with p=0.8, kept with p=0.1, or replaced by a uniformly random vocab id with p=0.1.
+    With ``max_ngram > 1`` a visited unit starts a span of n consecutive units (n ~ 1/n), shortened until it fits
+    and does not overlap earlier spans; spans never cross [SEP] because units are split at special tokens.
+    """
+    budget = num_to_predict(len(input_ids), cfg)
+    out = list(input_ids)
+    chosen: list[int] = []
+    n_mask = n_random = n_multi = 0
+    n_units = len(units)
+    if cfg.max_ngram == 1 and all(e - s == 1 for s, e in units):
+        # Every unit is one token (static masking): a uniform sample of positions, no permutation needed.
+        picks = [units[k][0] for k in rng.sample(range(n_units), min(budget, n_units))]
+        spans = [(p, p + 1) for p in picks]
+    else:
+        spans = _choose_spans(units, budget, cfg.max_ngram, rng)
+    for s, e in spans:
+        multi = e - s > 1
+        for pos in range(s, e):
+            chosen.append(pos)
+            n_multi += multi
+            if rng.random() < MASK_PROB:
+                out[pos] = cfg.mask_id
+                n_mask += 1
+            elif rng.random() >= KEEP_PROB_OF_REST:
+                out[pos] = rng.randrange(cfg.vocab_size)
+                n_random += 1
+    chosen.sort()
+    return MaskedLmResult(out, chosen, [input_ids[p] for p in chosen], n_mask, n_random, n_multi)
+
+
+def _choose_spans(
+    units: Sequence[tuple[int, int]], budget: int, max_ngram: int, rng: random.Random
+) -> list[tuple[int, int]]:
+    """Greedy selection over a lazily permuted unit order; returns chosen position ranges."""
+    n_units = len(units)
+    order = list(range(n_units))
+    covered = [False] * n_units
+    weights = _ngram_weights(max_ngram) if max_ngram > 1 else None
+    spans: list[tuple[int, int]] = []
+    taken = 0
+    for k in range(n_units):
+        if taken >= budget:
+            break
+        j = k + int(rng.random() * (n_units - k))  # partial Fisher-Yates step
+        order[k], order[j] = order[j], order[k]
+        u = order[k]
+        if covered[u]:
+            continue
+        n = 1
+        if weights is not None:
+            n = rng.choices(range(1, max_ngram + 1), weights)[0]
+        while n >= 1:
+            last = u + n - 1
+            # consecutive units only (no gap, i.e. no special token between them), none covered, within budget
+            ok = last < n_units and all(
+                not covered[v] and (v == u or units[v][0] == units[v - 1][1]) for v in range(u, last + 1)
+            )
+            size = units[last][1] - units[u][0] if last < n_units else budget + 1
+            if ok and taken + size <= budget:
+                break
+            n -= 1
+        if n < 1:
+            continue
+        for v in range(u, u + n):
+            covered[v] = True
+        spans.append((units[u][0], units[u + n - 1][1]))
+        taken += spans[-1][1] - spans[-1][0]
+    return spans
+
+
+@dataclass
+class MaskedBatch:
+    """Vectorized masking result for a batch of instances (see :func:`mask_batch`)."""
+
+    input_ids: np.ndarray  # (N, L) int32 with replacements
+    positions: np.ndarray  # (N, M) int32 sorted, 0-padded
+    labels: np.ndarray  # (N, M) int32 original ids, 0-padded
+    num_masked: np.ndarray  # (N,) int32
+    num_mask_token: int
+    num_random: int
+    num_in_multi_piece_units: int
+
+
+def mask_batch(
+    input_ids: np.ndarray,
+    lengths: np.ndarray,
+    candidates: np.ndarray,
+    unit_starts: np.ndarray,
+    cfg: MaskingConfig,
+    rng: np.random.Generator,
+) -> MaskedBatch:
+    """:func:`create_masked_lm_predictions` for N instances at once (``max_ngram == 1``), same distribution.
+
+    Units get random keys; visiting them in key order is BERT's shuffle. The greedy "take the unit if it fits the
+    remaining budget, else skip it" runs as one vectorized step per visit rank over all N instances.
+
+    Args:
+        input_ids: (N, L) int32, 0-padded, [CLS]/[SEP] included.
+        lengths: (N,) real lengths.
+        candidates: (N, L) bool, positions that may be masked (not special, not padding).
+        unit_starts: (N, L) bool, True where a masking unit begins (all True: static masking).
+    """
+    if cfg.max_ngram != 1:
+        raise ValueError("mask_batch handles max_ngram == 1; use create_masked_lm_predictions for n-grams")
+    n, L = input_ids.shape
+    M = cfg.max_predictions_per_seq
+    budget = np.minimum(M, np.maximum(1, np.rint(lengths * cfg.masked_lm_prob).astype(np.int64)))  # (N,)
+    starts = unit_starts & candidates
+    uid = np.cumsum(starts, axis=1) - 1  # (N, L) unit index of each position
+    uid = np.where(candidates, uid, 0)
+    flat = (np.arange(n)[:, None] * L + uid)[candidates]
+    unit_len = np.bincount(flat, minlength=n * L).reshape(n, L)  # (N, L) length of unit u of row i, 0 = none
+    keys = rng.random((n, L))
+    keys[unit_len == 0] = 2.0
+    order = np.argsort(keys, axis=1, kind="stable")  # (N, L) units in visiting order, real units first
+    sorted_len = np.take_along_axis(unit_len, order, axis=1)
+    if unit_len.max(initial=0) <= 1:
+        accept_sorted = (np.arange(L)[None, :] < budget[:, None]) & (sorted_len > 0)
+    else:
+        accept_sorted = np.zeros((n, L), dtype=bool)
+        taken = np.zeros(n, dtype=np.int64)
+        for k in range(int((unit_len > 0).sum(1).max(initial=0))):
+            lk = sorted_len[:, k]
+            ok = (lk > 0) & (taken + lk <= budget)
+            accept_sorted[:, k] = ok
+            taken += ok * lk
+            if (taken >= budget).all():
+                break
+    accepted = np.zeros((n, L), dtype=bool)
+    np.put_along_axis(accepted, order, accept_sorted, axis=1)  # (N, L) indexed by unit
+    chosen = candidates & np.take_along_axis(accepted, uid, axis=1)  # (N, L) by position
+
+    u = rng.random((n, L))
+    v = rng.random((n, L))
+    random_ids = rng.integers(0, cfg.vocab_size, (n, L), dtype=np.int64)
+    to_mask = chosen & (u < MASK_PROB)
+    to_random = chosen & (u >= MASK_PROB) & (v >= KEEP_PROB_OF_REST)
+    out = input_ids.copy()
+    out[to_mask] = cfg.mask_id
+    out[to_random] = random_ids[to_random]
+
+    rows, cols = np.nonzero(chosen)  # row-major: positions ascending within a row
+    counts = chosen.sum(1)
+    rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = np.zeros((n, M), np.int32)
+    labels = np.zeros((n, M), np.int32)
+    positions[rows, rank] = cols
+    labels[rows, rank] = input_ids[rows, cols]
+    multi = int((np.take_along_axis(unit_len, uid, axis=1)[chosen] > 1).sum())
+    return MaskedBatch(out, positions, labels, counts.astype(np.int32), int(to_mask.sum()), int(to_random.sum()), multi)

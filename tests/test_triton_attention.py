@@ -42,9 +42,10 @@ def interpreter_results() -> dict[str, dict]:
 @pytest.mark.parametrize("case", INTERPRET_CASES, ids=lambda c: c.name)
 def test_triton_attention_matches_eager_in_interpreter(interpreter_results, case):
     record = interpreter_results[case.name]
+    # Within 2x the eager path's own error in the same dtype, plus a sliver of the values' magnitude.
+    rtol = 1e-5 if record["dtype"] == "float32" else 2e-3
     for name, err in record["errors"].items():
-        # fp32 throughout: within 2x the eager path's own fp32 error, or 1e-5 of the values' magnitude.
-        limit = 2 * record["baseline"][name] + 1e-5 * max(1.0, record["scale"][name])
+        limit = 2 * record["baseline"][name] + rtol * max(1.0, record["scale"][name])
         assert err <= limit, f"{case.name} {name}: error {err:.3g} > {limit:.3g} ({record})"
 
 

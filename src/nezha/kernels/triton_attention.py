@@ -57,6 +57,16 @@ def _keep_mask(seed, bh, T, rows, cols, dropout_p):
 
 
 @triton.jit
+def _mm(a, b, DOT_PREC: tl.constexpr):
+    """``a @ b`` with fp32 accumulation. "upcast" runs bf16 operands as fp32: the interpreter's bf16 dot is wrong,
+    and products of bf16 values are exact in fp32, so the result matches the tensor-core one."""
+    if DOT_PREC == "upcast":
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=DOT_PREC)
+
+
+@triton.jit
 def _swap_pairs(x, HEAD_DIM: tl.constexpr):
     """``x[:, d ^ 1]`` for a register tile ``(BM, D)``, as an exact product with a permutation matrix."""
     offs = tl.arange(0, HEAD_DIM)
@@ -110,13 +120,13 @@ def _fwd_tiles(
         n_valid = offs_n < T
         k = _load_rows(k_base, skt, offs_n, T, HEAD_DIM, False)
         v = _load_rows(v_base, svt, offs_n, T, HEAD_DIM, False)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # (BM, BN), log2 units
+        s = _mm(q, tl.trans(k), DOT_PREC) * qk_scale  # (BM, BN), log2 units
         if REGION == 1:
             u = _load_rows(U, HEAD_DIM, offs_n, T, HEAD_DIM, False)
             rel = offs_n[None, :] - offs_m[:, None]  # j - i
             in_band = (rel > -K) & (rel < K)
             is_left = rel <= -K
-            s_rel = tl.dot(q_rot, tl.trans(u), input_precision=DOT_PREC) * qk_scale
+            s_rel = _mm(q_rot, tl.trans(u), DOT_PREC) * qk_scale
             s += tl.where(in_band, s_rel, tl.where(is_left, c_left[:, None], c_right[:, None]))
         elif REGION == 0:
             s += c_left[:, None]
@@ -133,9 +143,9 @@ def _fwd_tiles(
         if DROPOUT:
             keep = _keep_mask(seed, bh, T, offs_m[:, None], offs_n[None, :], dropout_p)
             p = tl.where(keep, p / (1.0 - dropout_p), 0.0)
-        acc_v = acc_v * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        acc_v = acc_v * alpha[:, None] + _mm(p.to(v.dtype), v, DOT_PREC)
         if REGION == 1:
-            acc_u = acc_u * alpha[:, None] + tl.dot(tl.where(in_band, p, 0.0).to(u.dtype), u, input_precision=DOT_PREC)
+            acc_u = acc_u * alpha[:, None] + _mm(tl.where(in_band, p, 0.0).to(u.dtype), u, DOT_PREC)
             mass_l = mass_l * alpha + tl.sum(tl.where(is_left, p, 0.0), 1)
             mass_r = mass_r * alpha + tl.sum(tl.where(rel >= K, p, 0.0), 1)
         elif REGION == 0:
@@ -236,8 +246,8 @@ def _dkdv_tiles(
         do = _load_rows(do_base, sdt, offs_m, T, HEAD_DIM, False)
         lse = tl.load(lse_base + offs_m, mask=m_valid, other=float("inf"))  # padded queries get p = 0
         delta = tl.load(delta_base + offs_m, mask=m_valid, other=0.0)
-        s = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (BN, BM)
-        dp = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # (BN, BM)
+        s = _mm(k, tl.trans(q), DOT_PREC) * qk_scale  # (BN, BM)
+        dp = _mm(v, tl.trans(do), DOT_PREC)  # (BN, BM)
         if REGION == 1:
             q_rot = _rotate(q_base, sqt, q, offs_m, T, Cos, Sin, HEAD_DIM)
             do_rot = _rotate(do_base, sdt, do, offs_m, T, Cos, Sin, HEAD_DIM)
@@ -248,9 +258,9 @@ def _dkdv_tiles(
             c_right = tl.sum(q.to(tl.float32) * t_right[None, :], 1) * qk_scale
             g_left = tl.sum(do.to(tl.float32) * t_left[None, :], 1)
             g_right = tl.sum(do.to(tl.float32) * t_right[None, :], 1)
-            s_rel = tl.dot(u, tl.trans(q_rot), input_precision=DOT_PREC) * qk_scale
+            s_rel = _mm(u, tl.trans(q_rot), DOT_PREC) * qk_scale
             s += tl.where(in_band, s_rel, tl.where(is_left, c_left[None, :], c_right[None, :]))
-            dp_rel = tl.dot(u, tl.trans(do_rot), input_precision=DOT_PREC)
+            dp_rel = _mm(u, tl.trans(do_rot), DOT_PREC)
             dp += tl.where(in_band, dp_rel, tl.where(is_left, g_left[None, :], g_right[None, :]))
         elif REGION == 0:
             s += (tl.sum(q.to(tl.float32) * t_left[None, :], 1) * qk_scale)[None, :]
@@ -261,12 +271,12 @@ def _dkdv_tiles(
         p = tl.exp2(s + mask_add[:, None] - lse[None, :])  # (BN, BM) probabilities a_ij, transposed
         if DROPOUT:
             keep = _keep_mask(seed, bh, T, offs_m[None, :], offs_n[:, None], dropout_p)
-            dv += tl.dot(tl.where(keep, p / (1.0 - dropout_p), 0.0).to(do.dtype), do, input_precision=DOT_PREC)
+            dv += _mm(tl.where(keep, p / (1.0 - dropout_p), 0.0).to(do.dtype), do, DOT_PREC)
             dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
         else:
-            dv += tl.dot(p.to(do.dtype), do, input_precision=DOT_PREC)
+            dv += _mm(p.to(do.dtype), do, DOT_PREC)
         ds = p * (dp - delta[None, :])
-        dk += tl.dot(ds.to(q.dtype), q, input_precision=DOT_PREC)
+        dk += _mm(ds.to(q.dtype), q, DOT_PREC)
     return dk, dv
 
 
@@ -347,16 +357,16 @@ def _dq_tiles(
         n_valid = offs_n < T
         k = _load_rows(k_base, skt, offs_n, T, HEAD_DIM, False)
         v = _load_rows(v_base, svt, offs_n, T, HEAD_DIM, False)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # (BM, BN)
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        s = _mm(q, tl.trans(k), DOT_PREC) * qk_scale  # (BM, BN)
+        dp = _mm(do, tl.trans(v), DOT_PREC)
         if REGION == 1:
             u = _load_rows(U, HEAD_DIM, offs_n, T, HEAD_DIM, False)
             rel = offs_n[None, :] - offs_m[:, None]
             in_band = (rel > -K) & (rel < K)
             is_left = rel <= -K
-            s_rel = tl.dot(q_rot, tl.trans(u), input_precision=DOT_PREC) * qk_scale
+            s_rel = _mm(q_rot, tl.trans(u), DOT_PREC) * qk_scale
             s += tl.where(in_band, s_rel, tl.where(is_left, c_left[:, None], c_right[:, None]))
-            dp_rel = tl.dot(do_rot, tl.trans(u), input_precision=DOT_PREC)
+            dp_rel = _mm(do_rot, tl.trans(u), DOT_PREC)
             dp += tl.where(in_band, dp_rel, tl.where(is_left, g_left[:, None], g_right[:, None]))
         elif REGION == 0:
             s += c_left[:, None]
@@ -372,9 +382,9 @@ def _dq_tiles(
             keep = _keep_mask(seed, bh, T, offs_m[:, None], offs_n[None, :], dropout_p)
             dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
         ds = p * (dp - delta[:, None])  # (BM, BN) dL/ds_ij
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+        dq += _mm(ds.to(k.dtype), k, DOT_PREC)
         if REGION == 1:
-            dq_u += tl.dot(tl.where(in_band, ds, 0.0).to(u.dtype), u, input_precision=DOT_PREC)
+            dq_u += _mm(tl.where(in_band, ds, 0.0).to(u.dtype), u, DOT_PREC)
             ds_l += tl.sum(tl.where(is_left, ds, 0.0), 1)
             ds_r += tl.sum(tl.where(rel >= K, ds, 0.0), 1)
         elif REGION == 0:
@@ -544,6 +554,13 @@ def _check_table(table: torch.Tensor, max_relative_position: int, head_dim: int)
     _CHECKED_TABLES.add(key)
 
 
+def _dot_precision(dtype: torch.dtype) -> str:
+    """Exact IEEE products for fp32 inputs; tensor cores for half types (fp32-emulated under the interpreter)."""
+    if dtype == torch.float32:
+        return "ieee"
+    return "upcast" if interpreting() and dtype == torch.bfloat16 else "tf32"
+
+
 def _strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
@@ -565,7 +582,7 @@ class _FusedRelativeAttention(torch.autograd.Function):
         lse = torch.empty(B * H, T, device=q.device, dtype=torch.float32)
         flags = dict(
             HEAD_DIM=D, HAS_MASK=mask is not None, DROPOUT=dropout_p > 0,
-            DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+            DOT_PREC=_dot_precision(q.dtype),
         )
         args = (
             q, k, v, out, lse, mask_bt, u, cos, sin, ends,

@@ -1,0 +1,480 @@
+"""TFRecord files of ``tf.train.Example`` written and read without TensorFlow.
+
+Framing (TensorFlow's ``record_writer``): for each record ``uint64 length`` (little-endian), ``uint32
+masked_crc32c(length bytes)``, the data, ``uint32 masked_crc32c(data)``, where ``masked(c) = ((c >> 15) | (c <<
+17)) + 0xa282ead8`` (mod 2^32) over CRC-32C (Castagnoli).
+
+``tf.train.Example`` is a tiny protobuf schema, encoded here by hand::
+
+    Example   { Features features = 1; }
+    Features  { map<string, Feature> feature = 1; }      # entries: { string key = 1; Feature value = 2; }
+    Feature   { oneof { BytesList bytes_list = 1; FloatList float_list = 2; Int64List int64_list = 3; } }
+    BytesList { repeated bytes value = 1; }  FloatList { repeated float value = 1 [packed]; }
+    Int64List { repeated int64 value = 1 [packed]; }
+
+The pretraining features are BERT's (``input_ids, input_mask, segment_ids, masked_lm_positions, masked_lm_ids,
+masked_lm_weights, next_sentence_labels``), so files written here feed the original TF input pipeline and files
+made by the original ``create_pretraining_data.py`` feed ``nezha pretrain`` through :class:`TFRecordInstances`.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# The map order TensorFlow's serializer (2.21) gives these keys; used so our files are byte-identical to TF's.
+PRETRAINING_FEATURE_ORDER = (
+    "input_mask",
+    "segment_ids",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "input_ids",
+    "masked_lm_weights",
+    "next_sentence_labels",
+)
+_FLOAT_FEATURES = {"masked_lm_weights"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CRC-32C
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_TABLE = _crc_table()
+
+
+def crc32c_python(data: bytes) -> int:
+    """CRC-32C in pure Python (the fallback; ~10 MB/s)."""
+    c = 0xFFFFFFFF
+    table = _TABLE
+    for byte in data:
+        c = table[(c ^ byte) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _fast_crc32c():
+    try:
+        import google_crc32c
+
+        return google_crc32c.value
+    except ImportError:
+        pass
+    try:
+        import crc32c
+
+        return crc32c.crc32c
+    except ImportError:
+        return None
+
+
+_crc32c_impl = _fast_crc32c()
+_warned_slow = False
+
+
+def crc32c(data: bytes) -> int:
+    global _warned_slow
+    if _crc32c_impl is not None:
+        return _crc32c_impl(data)
+    if not _warned_slow:
+        log.warning("computing TFRecord checksums in pure Python (slow); `pip install google-crc32c` speeds it up")
+        _warned_slow = True
+    return crc32c_python(data)
+
+
+def masked_crc32c(data: bytes) -> int:
+    c = crc32c(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame_record(data: bytes) -> bytes:
+    header = struct.pack("<Q", len(data))
+    return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Protobuf wire format
+
+
+def _varint(v: int) -> bytes:
+    v &= 0xFFFFFFFFFFFFFFFF  # negative int64: two's complement, 10 bytes
+    out = bytearray()
+    while v > 0x7F:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def varints_rows(values: np.ndarray) -> list[bytes]:
+    """Packed varint payloads of each row of an (N, K) integer array, vectorized."""
+    v = np.ascontiguousarray(values).astype(np.int64).view(np.uint64)  # (N, K), negatives as two's complement
+    n, k = v.shape
+    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
+    groups = (v[..., None] >> shifts).astype(np.uint64)  # (N, K, 10) 7-bit groups and what lies above
+    nbytes = np.maximum(1, (groups != 0).sum(-1))  # (N, K): groups up to the highest non-zero one
+    byte = (groups & np.uint64(0x7F)).astype(np.uint8)
+    j = np.arange(10)
+    byte |= np.where(j < nbytes[..., None] - 1, 0x80, 0).astype(np.uint8)
+    keep = j < nbytes[..., None]  # (N, K, 10)
+    flat = byte[keep].tobytes()
+    row_len = nbytes.sum(1)
+    ends = np.cumsum(row_len)
+    return [flat[e - r : e] for e, r in zip(ends.tolist(), row_len.tolist())]
+
+
+def encode_feature(kind: str, values) -> bytes:
+    """One ``Feature`` message: kind is ``int64``, ``float`` or ``bytes``."""
+    if kind == "int64":
+        packed = varints_rows(np.asarray(values, dtype=np.int64).reshape(1, -1))[0] if len(values) else b""
+        return _ld(3, _ld(1, packed) if packed else b"")
+    if kind == "float":
+        packed = np.asarray(values, dtype="<f4").tobytes()
+        return _ld(2, _ld(1, packed) if packed else b"")
+    if kind == "bytes":
+        return _ld(1, b"".join(_ld(1, bytes(v)) for v in values))
+    raise ValueError(f"unknown feature kind {kind!r}")
+
+
+def encode_example(features: Sequence[tuple[str, str, Sequence]]) -> bytes:
+    """A serialized ``tf.train.Example`` from (name, kind, values) in the given map order."""
+    entries = b"".join(
+        _ld(1, _ld(1, name.encode("utf-8")) + _ld(2, encode_feature(kind, values))) for name, kind, values in features
+    )
+    return _ld(1, entries)
+
+
+def _read_varint(b, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        x = b[i]
+        i += 1
+        result |= (x & 0x7F) << shift
+        if x < 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(b, start: int, end: int):
+    """Yield (field number, wire type, value or (payload start, payload end)) of one message."""
+    i = start
+    while i < end:
+        key, i = _read_varint(b, i)
+        field, wire = key >> 3, key & 7
+        if wire == 2:
+            n, i = _read_varint(b, i)
+            yield field, wire, (i, i + n)
+            i += n
+        elif wire == 0:
+            v, i = _read_varint(b, i)
+            yield field, wire, v
+        elif wire == 5:
+            yield field, wire, (i, i + 4)
+            i += 4
+        elif wire == 1:
+            yield field, wire, (i, i + 8)
+            i += 8
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    if i != end:
+        raise ValueError("truncated protobuf message")
+
+
+def decode_varints(buf: np.ndarray) -> np.ndarray:
+    """All varints in a uint8 buffer as int64 (vectorized)."""
+    if len(buf) == 0:
+        return np.zeros(0, np.int64)
+    ends = buf < 0x80
+    if not ends[-1]:
+        raise ValueError("truncated varint")
+    starts = np.concatenate([[0], np.flatnonzero(ends)[:-1] + 1])
+    group = np.cumsum(np.concatenate([[0], ends[:-1]]))  # varint index of each byte
+    pos = np.arange(len(buf)) - starts[group]
+    parts = (buf & 0x7F).astype(np.uint64) << (pos.astype(np.uint64) * np.uint64(7))
+    return np.add.reduceat(parts, starts).view(np.int64)
+
+
+def _feature_spans(b, start: int, end: int) -> list[tuple[str, int, int, int]]:
+    """(name, kind field 1/2/3, payload start, payload end) of each feature of an Example, in wire order."""
+    out = []
+    for f, w, span in _fields(b, start, end):  # Example
+        if f != 1 or w != 2:
+            continue
+        for f2, w2, entry in _fields(b, *span):  # Features: map entries
+            if f2 != 1 or w2 != 2:
+                continue
+            name, value = None, None
+            for f4, w4, s4 in _fields(b, *entry):
+                if f4 == 1 and w4 == 2:
+                    name = bytes(b[s4[0] : s4[1]]).decode("utf-8")
+                elif f4 == 2 and w4 == 2:
+                    value = s4
+            if name is None:
+                raise ValueError("feature map entry without a key")
+            kind, ps, pe = 3, 0, 0  # an empty Feature reads as an empty int64 list
+            if value is not None:
+                for f5, w5, s5 in _fields(b, *value):
+                    if w5 == 2 and f5 in (1, 2, 3):
+                        kind, ps, pe = f5, s5[0], s5[1]
+            out.append((name, kind, ps, pe))
+    return out
+
+
+def _list_values(b, kind: int, ps: int, pe: int):
+    """Values of a BytesList (1), FloatList (2) or Int64List (3) message body; packed or not."""
+    if kind == 1:
+        return [bytes(b[s:e]) for f, w, (s, e) in _fields(b, ps, pe) if f == 1]
+    chunks, loose = [], []
+    for f, w, v in _fields(b, ps, pe):
+        if f != 1:
+            continue
+        if w == 2:
+            chunks.append(
+                np.frombuffer(b[v[0] : v[1]], np.uint8) if kind == 3 else np.frombuffer(b[v[0] : v[1]], "<f4")
+            )
+        elif kind == 3 and w == 0:
+            loose.append(np.array([v], np.uint64).view(np.int64))
+        elif kind == 2 and w == 5:
+            loose.append(np.frombuffer(b[v[0] : v[1]], "<f4"))
+    if kind == 3:
+        vals = [decode_varints(c) for c in chunks] + loose
+        return np.concatenate(vals) if vals else np.zeros(0, np.int64)
+    vals = chunks + loose
+    return np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, np.float32)
+
+
+def decode_example(data: bytes) -> list[tuple[str, str, object]]:
+    """A serialized ``tf.train.Example`` as (name, kind, values) in wire order; int64 -> int64 array,
+    float -> float32 array, bytes -> list of bytes."""
+    b = memoryview(data)
+    kinds = {1: "bytes", 2: "float", 3: "int64"}
+    return [(name, kinds[k], _list_values(b, k, ps, pe)) for name, k, ps, pe in _feature_spans(b, 0, len(b))]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+
+class TFRecordWriter:
+    """Append framed records to a file written atomically (temp name, renamed on close)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._f = open(self._tmp, "wb")
+
+    def write(self, data: bytes) -> None:
+        self._f.write(frame_record(data))
+
+    def close(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> TFRecordWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def iter_records(path: str | os.PathLike, verify: bool = True):
+    """Yield each record's data; raises ValueError naming the file and record on a bad checksum or truncation."""
+    yield from TFRecordFile(path, verify=verify)
+
+
+class TFRecordFile:
+    """Random access to the records of one TFRecord file (memory-mapped; offsets found by one header scan)."""
+
+    def __init__(self, path: str | os.PathLike, verify: bool = True):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"TFRecord file not found: {self.path}")
+        self.verify = verify
+        size = self.path.stat().st_size
+        self._f = open(self.path, "rb")
+        self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        offsets, lengths = [], []
+        pos = 0
+        while pos < size:
+            if pos + 12 > size:
+                raise ValueError(f"{self.path}: record {len(offsets)} at byte {pos}: truncated header")
+            header = self._mm[pos : pos + 8]
+            (n,) = struct.unpack("<Q", header)
+            if verify and struct.unpack("<I", self._mm[pos + 8 : pos + 12])[0] != masked_crc32c(header):
+                raise ValueError(
+                    f"{self.path}: record {len(offsets)} at byte {pos}: bad length checksum (not a TFRecord?)"
+                )
+            if pos + 16 + n > size:
+                raise ValueError(f"{self.path}: record {len(offsets)} at byte {pos}: truncated (file cut short?)")
+            offsets.append(pos + 12)
+            lengths.append(n)
+            pos += 16 + n
+        self.offsets = np.asarray(offsets, np.int64)
+        self.lengths = np.asarray(lengths, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> bytes:
+        o, n = int(self.offsets[i]), int(self.lengths[i])
+        data = self._mm[o : o + n]
+        if self.verify and struct.unpack("<I", self._mm[o + n : o + n + 4])[0] != masked_crc32c(data):
+            raise ValueError(f"{self.path}: record {i}: bad data checksum (corrupt file)")
+        return data
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pretraining instances
+
+
+def pretraining_examples(arrays: dict[str, np.ndarray]) -> list[bytes]:
+    """Serialized Examples, BERT's features, from shard-layout arrays (see nezha.data.shards)."""
+    ids = np.asarray(arrays["input_ids"])
+    n, L = ids.shape
+    M = arrays["masked_lm_positions"].shape[1]
+    lengths = np.asarray(arrays["lengths"])
+    num_masked = np.asarray(arrays["num_masked"])
+    input_mask = (np.arange(L)[None, :] < lengths[:, None]).astype(np.int64)
+    weights = (np.arange(M)[None, :] < num_masked[:, None]).astype("<f4")
+    cols = {
+        "input_ids": ids,
+        "input_mask": input_mask,
+        "segment_ids": arrays["segment_ids"],
+        "masked_lm_positions": arrays["masked_lm_positions"],
+        "masked_lm_ids": arrays["masked_lm_ids"],
+        "next_sentence_labels": np.asarray(arrays["next_sentence_labels"]).reshape(n, 1),
+    }
+    # Each feature's bytes for every row, vectorized, then one concatenation per record.
+    encoded: dict[str, list[bytes]] = {}
+    for name in PRETRAINING_FEATURE_ORDER:
+        if name in _FLOAT_FEATURES:
+            body = [_ld(2, _ld(1, row.tobytes())) for row in weights]
+        else:
+            body = [_ld(3, _ld(1, p)) for p in varints_rows(cols[name])]
+        key = _ld(1, name.encode())
+        encoded[name] = [_ld(1, key + _ld(2, x)) for x in body]
+    return [_ld(1, b"".join(encoded[name][i] for name in PRETRAINING_FEATURE_ORDER)) for i in range(n)]
+
+
+def write_instances_tfrecord(
+    arrays: dict[str, np.ndarray], outputs: Sequence[str | os.PathLike], chunk: int = 4096
+) -> None:
+    """Write instances round-robin over ``outputs`` (as the original script does), each file atomically."""
+    if not outputs:
+        raise ValueError("--output_file names no file")
+    writers = [TFRecordWriter(p) for p in outputs]
+    try:
+        n = len(arrays["lengths"])
+        for start in range(0, n, chunk):
+            part = {k: v[start : start + chunk] for k, v in arrays.items()}
+            for j, rec in enumerate(pretraining_examples(part)):
+                writers[(start + j) % len(writers)].write(rec)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    for w in writers:
+        w.close()
+
+
+class TFRecordInstances:
+    """Pretraining instances from TFRecord files (e.g. made by the original script), with the read interface of
+    :class:`nezha.data.shards.PretrainingShards`: ``len()``, ``get_batch(indices)``, ``max_seq_length``,
+    ``vocab_size`` (None: TFRecords do not record it)."""
+
+    vocab_size = None
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], verify: bool = True):
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self.files = [TFRecordFile(p, verify=verify) for p in paths]
+        sizes = [len(f) for f in self.files]
+        self.offsets = np.cumsum([0, *sizes])
+        if self.offsets[-1] == 0:
+            raise ValueError(f"no records in {[str(p) for p in paths]}")
+        first = self._decode([self._record(0)], 0)
+        self.max_seq_length = int(first["input_ids"].shape[1])
+        self.max_predictions_per_seq = int(first["masked_lm_positions"].shape[1])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _record(self, i: int) -> bytes:
+        f = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.files[f][i - int(self.offsets[f])]
+
+    def _decode(self, records: list[bytes], first_index: int) -> dict[str, np.ndarray]:
+        cols: dict[str, list] = {}
+        for k, data in enumerate(records):
+            feats = {name: values for name, _, values in decode_example(data)}
+            missing = [f for f in PRETRAINING_FEATURE_ORDER if f not in feats]
+            if missing:
+                raise ValueError(f"record {first_index + k}: missing feature(s) {missing}: not pretraining data")
+            for name in PRETRAINING_FEATURE_ORDER:
+                cols.setdefault(name, []).append(feats[name])
+        out = {}
+        for name, rows in cols.items():
+            try:
+                out[name] = np.stack(rows)
+            except ValueError:
+                raise ValueError(f"records {first_index}..: feature {name} has rows of different lengths") from None
+        return out
+
+    def get_batch(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        """The same keys and dtypes as ``PretrainingShards.get_batch``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"instance index out of range [0, {len(self)})")
+        n = len(indices)
+        L, M = self.max_seq_length, self.max_predictions_per_seq
+        if n == 0:
+            return {k: v[:0] for k, v in self.get_batch([0]).items()}
+        c = self._decode([self._record(int(i)) for i in indices], int(indices[0]))
+        if c["input_ids"].shape[1] != L or c["masked_lm_positions"].shape[1] != M:
+            raise ValueError(f"records differ in max_seq_length/max_predictions_per_seq from the first ({L}, {M})")
+        weights = c["masked_lm_weights"].astype(np.float32)
+        return {
+            "input_ids": c["input_ids"].astype(np.int32),
+            "segment_ids": c["segment_ids"].astype(np.int8),
+            "lengths": c["input_mask"].sum(1).astype(np.int32),
+            "masked_lm_positions": c["masked_lm_positions"].astype(np.int32),
+            "masked_lm_ids": c["masked_lm_ids"].astype(np.int32),
+            "num_masked": (weights > 0).sum(1).astype(np.int32),
+            "next_sentence_labels": c["next_sentence_labels"].reshape(n).astype(np.int8),
+            "input_mask": c["input_mask"].astype(np.int8),
+            "masked_lm_weights": weights,
+        }

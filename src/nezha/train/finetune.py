@@ -192,6 +192,7 @@ class ClassificationTask:
 
         return NezhaForSequenceClassification
 
+    @torch.no_grad()
     def run_model(self, model, feats) -> list[int]:
         preds = []
         for batch in _batches(feats, self.s.eval_batch_size, self.collate, model):
@@ -278,6 +279,7 @@ class NerTask:
 
         return token_classifier_class(config)
 
+    @torch.no_grad()
     def run_model(self, model, windows) -> list[list[int]]:
         from nezha.crf import argmax_decode
 
@@ -355,6 +357,7 @@ class MrcTask:
 
         return NezhaForQuestionAnswering
 
+    @torch.no_grad()
     def answers(self, model, examples):
         from nezha.data.mrc import best_answers
 
@@ -400,8 +403,8 @@ class MrcTask:
 TASK_CLASSES = {"classification": ClassificationTask, "ner": NerTask, "mrc": MrcTask}
 
 
-@torch.no_grad()
 def _batches(feats, size: int, collate, model):
+    """Evaluation batches on the model's device (callers run under ``torch.no_grad``)."""
     model.eval()
     device = next(model.parameters()).device
     for i in range(0, len(feats), size):

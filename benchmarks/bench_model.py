@@ -104,7 +104,8 @@ def main() -> None:
             for impl in args.impls:
                 batch = BATCH_FOR_SEQ.get(seq, 1)
                 cmd = [sys.executable, __file__, "--_cell", impl, str(seq), str(batch), str(args.steps)]
-                res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+                proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                res = json.loads(proc.stdout.splitlines()[-1])
                 print(f"[rep {rep}] {impl:13s} seq {seq:5d} batch {batch:3d}: {res['sec_per_step']:.3f} s/step, "
                       f"peak +{res['peak_extra_mib']:.0f} MiB", flush=True)
                 best = cells.get((impl, seq))

@@ -93,9 +93,9 @@ def test_triton_attention_rejects_unsupported_inputs():
 def test_triton_attention_rejects_a_foreign_table():
     from nezha.kernels.triton_attention import _check_table
 
-    with pytest.raises(ValueError, match="sinusoid table"):
+    with pytest.raises(NotImplementedError, match="sinusoid table"):
         _check_table(torch.randn(9, 16), 4, 16)
-    with pytest.raises(ValueError, match=r"\(2K\+1, D\)"):
+    with pytest.raises(NotImplementedError, match=r"\(2K\+1, D\)"):
         _check_table(torch.randn(8, 16), 4, 16)
     _check_table(relative_position_table(4, 16), 4, 16)
 

@@ -35,13 +35,19 @@ import triton
 import triton.language as tl
 
 from nezha.attention import relative_position_table
-from nezha.kernels import interpreting, unsupported_reason
+from nezha.kernels import interpreting, is_available, unsupported_reason  # noqa: F401 (the dispatcher reads is_available here)
 
 LOG2E = 1.4426950408889634
 
 # Tile sizes used under the interpreter (and with NEZHA_TRITON_AUTOTUNE=0 on a GPU, where FIXED_GPU_BLOCKS apply).
 INTERPRET_BLOCKS = {"fwd": (32, 32), "dkdv": (32, 32), "dq": (32, 32)}
 FIXED_GPU_BLOCKS = {"fwd": (128, 64, 4, 3), "dkdv": (64, 128, 8, 3), "dq": (128, 64, 8, 3)}  # BM, BN, warps, stages
+
+
+def autotune_choices() -> dict[str, dict[str, str]]:
+    """The tile configurations the autotuner picked so far, per kernel and tuning key (for benchmark reports)."""
+    return {name: {str(k): str(v) for k, v in getattr(tuned, "cache", {}).items()}
+            for name, tuned in (("fwd", _fwd_tuned), ("dkdv", _dkdv_tuned), ("dq", _dq_tuned))}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -158,7 +164,7 @@ def _fwd_tiles(
     return acc_v, acc_u, l_i, m_i, mass_l, mass_r
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit(do_not_specialize=["T", "K", "seed"])
 def _fwd_kernel(
     Q, Kt, V, Out, Lse, Mask, U, Cos, Sin, Ends,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, smb,
@@ -280,7 +286,7 @@ def _dkdv_tiles(
     return dk, dv
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit(do_not_specialize=["T", "K", "seed"])
 def _dkdv_kernel(
     Q, Kt, V, DO, DK, DV, Lse, Delta, Mask, U, Cos, Sin, Ends,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt, sgb, sgh, sgt, smb,
@@ -394,7 +400,7 @@ def _dq_tiles(
     return dq, dq_u, ds_l, ds_r
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit(do_not_specialize=["T", "K", "seed"])
 def _dq_kernel(
     Q, Kt, V, DO, DQ, Lse, Delta, Mask, U, Cos, Sin, Ends,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt, sgb, sgh, sgt, smb,
@@ -478,15 +484,15 @@ def _gpu_configs(shapes):
 
 
 _TUNE_KEY = ["T", "HEAD_DIM", "HAS_MASK", "DROPOUT", "DOT_PREC"]
-_fwd_tuned = triton.autotune(
-    _gpu_configs([(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 4), (64, 32, 4, 2)]), key=_TUNE_KEY
-)(_fwd_kernel)
-_dkdv_tuned = triton.autotune(
-    _gpu_configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 2), (16, 64, 4, 2)]), key=_TUNE_KEY
-)(_dkdv_kernel)
-_dq_tuned = triton.autotune(
-    _gpu_configs([(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (32, 64, 4, 2)]), key=_TUNE_KEY
-)(_dq_kernel)
+_fwd_tuned = triton.autotune(_gpu_configs([(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3)]), key=_TUNE_KEY)(
+    _fwd_kernel
+)
+_dkdv_tuned = triton.autotune(_gpu_configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3)]), key=_TUNE_KEY)(
+    _dkdv_kernel
+)
+_dq_tuned = triton.autotune(_gpu_configs([(128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3)]), key=_TUNE_KEY)(
+    _dq_kernel
+)
 
 
 def _launch(name: str, kernel, tuned, tile_dim: int, T: int, BH: int, args: tuple, flags: dict, blocks):
@@ -542,7 +548,7 @@ def band_tables(
 def _check_table(table: torch.Tensor, max_relative_position: int, head_dim: int) -> None:
     """The band trick holds only for NEZHA's fixed sinusoid table: check it once per table tensor."""
     if table.shape != (2 * max_relative_position + 1, head_dim):
-        raise ValueError(
+        raise NotImplementedError(
             f"table must be (2K+1, D) = ({2 * max_relative_position + 1}, {head_dim}), got {tuple(table.shape)}"
         )
     key = (table.data_ptr(), table._version, str(table.device), max_relative_position, head_dim)
@@ -550,7 +556,9 @@ def _check_table(table: torch.Tensor, max_relative_position: int, head_dim: int)
         return
     expected = relative_position_table(max_relative_position, head_dim).to(table.device)
     if not torch.allclose(table.float(), expected, atol=1e-2 if table.dtype != torch.float32 else 1e-6):
-        raise ValueError("the fused kernel needs NEZHA's sinusoid table from nezha.attention.relative_position_table")
+        raise NotImplementedError(
+            "the fused kernel needs NEZHA's sinusoid table from nezha.attention.relative_position_table"
+        )
     _CHECKED_TABLES.add(key)
 
 
@@ -640,8 +648,8 @@ def triton_relative_attention(
         ``(B, H, T, D)`` context vectors in the input dtype.
     """
     reason = unsupported_reason(q, k, v, mask, dropout_p)
-    if reason is not None:
-        raise ValueError(f"triton_relative_attention: {reason}")
+    if reason is not None:  # NotImplementedError: a dispatcher in "auto" mode falls back to the eager path
+        raise NotImplementedError(f"triton_relative_attention: {reason}")
     B, H, T, D = q.shape
     _check_table(table, max_relative_position, D)
     if mask is not None:

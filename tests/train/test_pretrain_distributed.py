@@ -1,4 +1,4 @@
-"""Two CPU processes (torchrun, gloo) train exactly like one process with twice the batch."""
+"""Two CPU processes (torchrun, gloo) train exactly like one process with twice the batch, with DDP and FSDP2."""
 
 import os
 import subprocess
@@ -15,7 +15,8 @@ def _losses(out):
     return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"}
 
 
-def test_two_ranks_match_one_rank_with_double_batch(pd_shards, tiny_config_file, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_match_one_rank_with_double_batch(strategy, pd_shards, tiny_config_file, tmp_path):
     common = ["--input_dir", str(pd_shards), "--bert_config_file", str(tiny_config_file), "--num_train_steps", "3",
               "--num_warmup_steps", "1", "--learning_rate", "5e-3", "--dropout", "0", "--log_every", "1",
               "--save_checkpoints_steps", "100", "--seed", "5", "--device", "cpu", "--progress=False",
@@ -24,7 +25,7 @@ def test_two_ranks_match_one_rank_with_double_batch(pd_shards, tiny_config_file,
     two = tmp_path / "two"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nezha.cli",
-         "pretrain", *common, "--train_batch_size", "4", "--output_dir", str(two)],
+         "pretrain", *common, "--train_batch_size", "4", "--distributed", strategy, "--output_dir", str(two)],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -429,7 +429,8 @@ def _pretrain(args: PretrainArgs, info: DistInfo) -> PretrainResult:
     if resume_from is not None:
         meta = manager.load(resume_from, wrapped, optimizer, stateful, expect=layout)
         start = int(meta["step"])
-        logger.info("resumed from %s at step %d", resume_from, start)
+        if info.is_main:
+            logger.info("resumed from %s at step %d", resume_from, start)
     else:
         torch.manual_seed(args.seed + info.rank)  # dropout differs per rank, reproducibly
     end = min(args.num_train_steps, args.stop_at_step or args.num_train_steps)

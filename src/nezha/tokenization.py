@@ -116,28 +116,23 @@ def python_char_class(*kinds: str) -> str:
     return "[" + "".join(parts) + "]"
 
 
-def build_rust_tokenizer(vocab: dict[str, int], do_lower_case: bool):
-    """The ``tokenizers.Tokenizer`` equal to ``BertTokenizer(vocab, do_lower_case)``.
+def configure_bert_pipeline(tok, do_lower_case: bool) -> None:
+    """Give a ``tokenizers.Tokenizer`` BertTokenizer's normalization and word splitting.
 
     BasicTokenizer's steps, each with the character classes of Python's ``unicodedata`` rather than the Rust
     crate's older tables: drop control characters; whitespace to spaces; NFC; (lower-case, NFD, drop ``Mn``);
-    split on whitespace; isolate punctuation and CJK characters; then WordPiece.
+    split on whitespace; isolate punctuation and CJK characters.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordPiece
+    from tokenizers import Regex, normalizers, pre_tokenizers
 
-    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
     steps = [
         normalizers.Replace(Regex(python_char_class("remove")), ""),
         normalizers.Replace(Regex(python_char_class("whitespace")), " "),
         normalizers.NFC(),
     ]
     if do_lower_case:
-        steps += [
-            normalizers.Lowercase(),
-            normalizers.NFD(),
-            normalizers.Replace(Regex(python_char_class("nonspacing_mark")), ""),
-        ]
+        mark = Regex(python_char_class("nonspacing_mark"))
+        steps += [normalizers.Lowercase(), normalizers.NFD(), normalizers.Replace(mark, "")]
     tok.normalizer = normalizers.Sequence(steps)
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -145,6 +140,15 @@ def build_rust_tokenizer(vocab: dict[str, int], do_lower_case: bool):
             pre_tokenizers.Split(Regex(python_char_class("punctuation", "cjk")), behavior="isolated"),
         ]
     )
+
+
+def build_rust_tokenizer(vocab: dict[str, int], do_lower_case: bool):
+    """The ``tokenizers.Tokenizer`` equal to ``BertTokenizer(vocab, do_lower_case)`` (see configure_bert_pipeline)."""
+    from tokenizers import AddedToken, Tokenizer
+    from tokenizers.models import WordPiece
+
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+    configure_bert_pipeline(tok, do_lower_case)
     # Special tokens typed in the text stay whole, as BertTokenizer's added-token split does.
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS if t in vocab])
     return tok

@@ -65,7 +65,8 @@ class Document:
     lines: list[str]
 
 
-def _read_lines(path: Path, stats: ReadStats, skip_invalid: bool) -> Iterator[tuple[int, str]]:
+def iter_lines(path: Path, stats: ReadStats, skip_invalid: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, split on \\n only, decoded strictly (errors name file and line)."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             stats.lines += 1
@@ -116,7 +117,7 @@ def read_documents(
                 doc_counter += 1
             cur_lines, cur_nums = [], []
 
-        for lineno, line in _read_lines(path, stats, skip_invalid_lines):
+        for lineno, line in iter_lines(path, stats, skip_invalid_lines):
             line = line.strip()
             if not line:
                 close()

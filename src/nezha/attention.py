@@ -68,17 +68,18 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _probs(qs, k, table, mask, buckets, lse=None):
-    """Scores of one query chunk, then probabilities in the accumulation dtype. Returns (probs, lse)."""
+def _probs(qs, k, table, mask, buckets):
+    """Probabilities ``(B, H, C, T)`` of one query chunk, in the accumulation dtype.
+
+    Deterministic, so the backward pass recomputes exactly the forward's probabilities without saving them.
+    """
     scores = torch.matmul(qs, k.transpose(-1, -2))  # (B, H, C, T)
     rel = torch.matmul(qs, table.t())  # (B, H, C, P)
     scores = scores + torch.gather(rel, -1, buckets.expand(scores.shape))
     scores = scores.to(_acc_dtype(qs.dtype))
     if mask is not None:
         scores = scores + mask  # (B, 1, 1, T) broadcast
-    if lse is None:
-        lse = torch.logsumexp(scores, dim=-1)  # (B, H, C)
-    return torch.exp(scores - lse.unsqueeze(-1)), lse
+    return torch.softmax(scores, dim=-1)
 
 
 def _bucket_mass(weights: torch.Tensor, buckets: torch.Tensor, num_buckets: int) -> torch.Tensor:
@@ -88,25 +89,23 @@ def _bucket_mass(weights: torch.Tensor, buckets: torch.Tensor, num_buckets: int)
 
 
 def _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position):
-    """Forward pass over query chunks. Returns ``(out (B, H, T, D), lse (B, H, T), chunk)``."""
+    """Forward pass over query chunks. Returns ``(out (B, H, T, D), chunk)``."""
     B, H, T, D = q.shape
     scale = 1.0 / math.sqrt(D)
     table = table.to(q.dtype)
     P = table.shape[0]
     chunk = _chunk_size(B, H, T)
     out = torch.empty_like(q)
-    lse = q.new_empty(B, H, T, dtype=_acc_dtype(q.dtype))
     positions = torch.arange(T, device=q.device)
     for c, start in enumerate(range(0, T, chunk)):
         end = min(T, start + chunk)
         buckets = relative_buckets(positions[start:end], T, max_relative_position)  # (C, T)
-        qs = q[:, :, start:end] * scale
-        probs, lse[:, :, start:end] = _probs(qs, k, table, mask, buckets)
+        probs = _probs(q[:, :, start:end] * scale, k, table, mask, buckets)
         if dropout_p > 0:
             probs = probs * _dropout_keep(probs.shape, dropout_p, seed + c, q.device) / (1.0 - dropout_p)
         probs = probs.to(q.dtype)
         out[:, :, start:end] = torch.matmul(probs, v) + torch.matmul(_bucket_mass(probs, buckets, P), table)
-    return out, lse, chunk
+    return out, chunk
 
 
 class _RelativeAttention(torch.autograd.Function):
@@ -114,14 +113,14 @@ class _RelativeAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, table, mask, dropout_p, seed, max_relative_position):
-        out, lse, chunk = _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position)
-        ctx.save_for_backward(q, k, v, table.to(q.dtype), mask, out, lse)
+        out, chunk = _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position)
+        ctx.save_for_backward(q, k, v, table.to(q.dtype), mask, out)
         ctx.params = (dropout_p, seed, max_relative_position, chunk)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, table, mask, out, lse = ctx.saved_tensors
+        q, k, v, table, mask, out = ctx.saved_tensors
         dropout_p, seed, max_relative_position, chunk = ctx.params
         B, H, T, D = q.shape
         scale = 1.0 / math.sqrt(D)
@@ -138,18 +137,18 @@ class _RelativeAttention(torch.autograd.Function):
             end = min(T, start + chunk)
             buckets = relative_buckets(positions[start:end], T, max_relative_position)
             qs = q[:, :, start:end] * scale
-            probs, _ = _probs(qs, k, table, mask, buckets, lse[:, :, start:end])
+            probs = _probs(qs, k, table, mask, buckets)  # recomputed, identical to the forward's
             g = grad_out[:, :, start:end]  # (B, H, C, D)
-            dprobs = torch.matmul(g, v.transpose(-1, -2))  # (B, H, C, T)
-            dprobs = dprobs + torch.gather(torch.matmul(g, table.t()), -1, buckets.expand(dprobs.shape))
+            dprobs = torch.gather(torch.matmul(g, table.t()), -1, buckets.expand(probs.shape))  # (B, H, C, T)
+            dprobs += torch.matmul(g, v.transpose(-1, -2))
             dprobs = dprobs.to(acc)
             if dropout_p > 0:
                 keep = _dropout_keep(probs.shape, dropout_p, seed + c, q.device) / (1.0 - dropout_p)
                 dv += torch.matmul((probs * keep).to(q.dtype).transpose(-1, -2), g).to(acc)
-                dprobs = dprobs * keep
+                dprobs *= keep
             else:
                 dv += torch.matmul(probs.to(q.dtype).transpose(-1, -2), g).to(acc)
-            dscores = (probs * (dprobs - delta[:, :, start:end])).to(q.dtype)  # (B, H, C, T)
+            dscores = dprobs.sub_(delta[:, :, start:end]).mul_(probs).to(q.dtype)  # (B, H, C, T)
             dqs = torch.matmul(dscores, k) + torch.matmul(_bucket_mass(dscores, buckets, P), table)
             dq[:, :, start:end] = dqs * scale
             dk += torch.matmul(dscores.transpose(-1, -2), qs).to(acc)

@@ -50,7 +50,7 @@ def export_attention(q, k, v, table, mask, *, max_relative_position, dropout_p=0
     buckets = relative_buckets(torch.arange(T, device=q.device), T, max_relative_position)  # (T, T)
     if mask is not None:
         mask = mask.to(torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype)
-    probs, _ = _probs(q * (1.0 / math.sqrt(D)), k, table, mask, buckets)  # (B, H, T, T)
+    probs = _probs(q * (1.0 / math.sqrt(D)), k, table, mask, buckets)  # (B, H, T, T)
     probs = probs.to(q.dtype)
     return torch.matmul(probs, v) + torch.matmul(_bucket_mass(probs, buckets, table.shape[0]), table)
 

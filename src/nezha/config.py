@@ -27,7 +27,15 @@ _IGNORED_KEYS = frozenset(
         "bos_token_id", "eos_token_id", "sep_token_id", "is_decoder", "add_cross_attention", "tie_word_embeddings",
         "output_attentions", "output_hidden_states", "return_dict", "gradient_checkpointing", "position_embedding_type",
         "chunk_size_feed_forward", "pruned_heads", "problem_type", "finetuning_task", "tokenizer_class",
-        "return_dict_in_generate", "torchscript", "layer_norm_epsilon",
+        "return_dict_in_generate", "torchscript", "layer_norm_epsilon", "use_bfloat16", "tf_legacy_loss",
+        "is_encoder_decoder", "tie_encoder_decoder", "cross_attention_hidden_size", "decoder_start_token_id",
+        "task_specific_params", "prefix", "classifier_dropout_prob",
+        # generation defaults that transformers serialises into every config.json
+        "bad_words_ids", "begin_suppress_tokens", "diversity_penalty", "do_sample", "early_stopping",
+        "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "forced_bos_token_id",
+        "forced_eos_token_id", "length_penalty", "max_length", "min_length", "no_repeat_ngram_size",
+        "num_beam_groups", "num_beams", "num_return_sequences", "output_scores", "remove_invalid_values",
+        "repetition_penalty", "suppress_tokens", "temperature", "top_k", "top_p", "typical_p",
         # original Chinese BERT / NEZHA bert_config.json
         "directionality", "pooler_fc_size", "pooler_num_attention_heads", "pooler_num_fc_layers",
         "pooler_size_per_head", "pooler_type",

@@ -59,6 +59,11 @@ def test_pretrain_gradient_accumulation_matches_full_batch(pd_shards, tiny_confi
         assert a[s] == pytest.approx(b[s], rel=1e-5)
 
 
+def test_pretrain_bf16_autocast_on_cpu(pd_shards, tiny_config_file, tmp_path):
+    result = pretrain(_args(pd_shards, tiny_config_file, tmp_path / "bf16", num_train_steps=2, precision="bf16"))
+    assert result.finished and 9 < result.train["loss"] < 12  # ~ln(21128) + ln(2) at init
+
+
 def test_pretrain_continues_from_pretrained_folder(pd_shards, tiny_config_file, tmp_path):
     first = pretrain(_args(pd_shards, tiny_config_file, tmp_path / "first", num_train_steps=2))
     assert first.finished

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -468,7 +468,8 @@ def _pretrain(args: PretrainArgs, info: DistInfo) -> PretrainResult:
         total = torch.stack([n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]).sum()
         if not torch.isfinite(total):
             raise NonFiniteLossError(s, float("nan"), {"weights": float(total)})
-        manager.save(s, wrapped, optimizer, stateful, meta=layout)
+        epoch, in_epoch = sampler.position(s)
+        manager.save(s, wrapped, optimizer, stateful, meta={**layout, "epoch": epoch, "step_in_epoch": in_epoch})
 
     eval_bs = max(1, args.train_batch_size // args.gradient_accumulation_steps)
     try:
@@ -582,6 +583,4 @@ def export_model(model: WrappedModel, out_dir: Path, vocab_file: str | None, inf
     barrier()
 
 
-def result_to_dict(r: PretrainResult) -> dict[str, Any]:
-    return {**dataclasses.asdict(r), "output_dir": str(r.output_dir)}
 

@@ -11,6 +11,7 @@ one JSON object per case.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -154,6 +155,52 @@ def run_case(case: Case, dtype: torch.dtype, device: str | torch.device, seed: i
     return result
 
 
+def model_equivalence(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """A small NezhaModel run with attention_backend "triton" vs "eager": relative max error of the hidden states
+    and of every parameter gradient (worst one), and how many fused launches the triton run made."""
+    import nezha.kernels.triton_attention as ta
+    from nezha import NezhaConfig, NezhaModel
+
+    cfg = NezhaConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                      max_relative_position=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 100, (2, 37), generator=gen).to(device)
+    attention_mask = torch.ones(2, 37, dtype=torch.long)
+    attention_mask[1, 29:] = 0
+    attention_mask = attention_mask.to(device)
+    # A random projection as the loss (a squared LayerNorm output would be ~constant, its gradients noise).
+    weight = torch.randn(2, 37, 64, generator=gen).to(device)
+    runs, launches = {}, [0]
+    launch = ta._launch
+
+    def counted(*a, **kw):
+        launches[0] += 1
+        return launch(*a, **kw)
+
+    for backend in ("eager", "triton"):
+        torch.manual_seed(0)
+        model = NezhaModel(dataclasses.replace(cfg, attention_backend=backend)).to(device, dtype)
+        ta._launch = counted
+        try:
+            hidden = model(ids, attention_mask).last_hidden_state
+            (hidden.float() * weight).sum().backward()
+        finally:
+            ta._launch = launch
+        grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+        runs[backend] = (hidden.detach().float(), grads)
+    (h0, g0), (h1, g1) = runs["eager"], runs["triton"]
+    rel = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+    # Key biases get no gradient in exact arithmetic (softmax is shift-invariant), only rounding noise: skipped.
+    grad_errors = {n: rel(g1[n], g0[n]) for n in g0 if not n.endswith("key.bias")}
+    worst = max(grad_errors, key=grad_errors.get)
+    return {
+        "hidden_rel_err": rel(h1, h0),
+        "worst_grad_rel_err": grad_errors[worst],
+        "worst_grad": worst,
+        "fused_launches": float(launches[0]),
+    }
+
+
 def dropout_statistics(device: str | torch.device = "cpu", dropout_p: float = 0.25) -> dict[str, float]:
     """Keep rate of the kernels' dropout mask, and how seeds change it: the dense comparison cannot see these."""
     from nezha.kernels.triton_attention import dropout_keep_mask, triton_relative_attention
@@ -195,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(record), flush=True)
     if not args.only:
         print(json.dumps({"dropout_statistics": dropout_statistics(device)}), flush=True)
+        print(json.dumps({"model_equivalence": model_equivalence(device, dtype)}), flush=True)
     return 0
 
 

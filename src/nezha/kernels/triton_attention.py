@@ -621,6 +621,7 @@ class _FusedRelativeAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None, None, None
 
 
+@torch.compiler.disable  # the kernels do their own fusion; compiled models call them as one opaque op
 def triton_relative_attention(
     q: torch.Tensor,
     k: torch.Tensor,

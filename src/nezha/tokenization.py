@@ -72,21 +72,46 @@ _CJK_RANGES = (
 _KIND_BITS = {"remove": 1, "whitespace": 2, "punctuation": 4, "nonspacing_mark": 8, "cjk": 16}
 
 
+def _cache_dir() -> Path:
+    root = os.environ.get("NEZHA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nezha"
+    )
+    return Path(root)
+
+
 @functools.cache
 def _python_char_kinds() -> np.ndarray:
-    """(0x110000,) uint8 bit flags per code point, as Python's BasicTokenizer classifies it (see _KIND_BITS)."""
-    out = np.zeros(sys.maxunicode + 1, dtype=np.uint8)
-    category = unicodedata.category
-    for cp in range(sys.maxunicode + 1):
-        cat = category(chr(cp))
-        if cat[0] == "C":
-            out[cp] = 1  # _is_control
-        elif cat[0] == "P":
-            out[cp] = 4  # _is_punctuation
-        elif cat == "Mn":
-            out[cp] = 8  # removed by _run_strip_accents
-        elif cat == "Zs":
-            out[cp] = 2  # _is_whitespace
+    """(0x110000,) uint8 bit flags per code point, as Python's BasicTokenizer classifies it (see _KIND_BITS).
+
+    Classifying 1.1M code points takes ~0.4 s, so the table is cached on disk per Unicode database version
+    (``$NEZHA_CACHE``, else ``~/.cache/nezha``); an unusable cache is simply recomputed.
+    """
+    path = _cache_dir() / f"bert_char_kinds-unicode{unicodedata.unidata_version}-v1.npy"
+    try:
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape == (sys.maxunicode + 1,) and cached.dtype == np.uint8:
+            return cached
+    except (OSError, ValueError):
+        pass
+    out = _compute_char_kinds()
+    try:
+        from nezha.io import atomic_write
+
+        def save(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.save(f, out, allow_pickle=False)
+
+        atomic_write(path, save)
+    except OSError:
+        pass
+    return out
+
+
+def _compute_char_kinds() -> np.ndarray:
+    # map() keeps the 1.1M-code-point loop in C (~0.1 s instead of ~0.5 s for a Python loop)
+    cats = list(map(unicodedata.category, map(chr, range(sys.maxunicode + 1))))
+    flag = {c: 1 if c[0] == "C" else 4 if c[0] == "P" else 8 if c == "Mn" else 2 if c == "Zs" else 0 for c in set(cats)}
+    out = np.frombuffer(bytes(map(flag.__getitem__, cats)), dtype=np.uint8).copy()
     out[0xFFFD] = 1  # _clean_text drops U+FFFD too
     for ch in " \t\n\r":
         out[ord(ch)] = 2

@@ -18,6 +18,7 @@ documents in chunks; both run on ``num_workers`` processes and concatenate resul
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -130,6 +131,11 @@ class TokenizedCorpus:
     @property
     def num_documents(self) -> int:
         return len(self.document_offsets) - 1
+
+    @functools.cached_property
+    def offsets_lists(self) -> tuple[list[int], list[int]]:
+        """(sentence_offsets, document_offsets) as Python lists: indexing them is ~5x faster than NumPy scalars."""
+        return self.sentence_offsets.tolist(), self.document_offsets.tolist()
 
 
 def _segmenter(name: str) -> tuple[str, Callable[[str], list[int]]]:
@@ -366,8 +372,8 @@ def pair_document(
     Chunks of sentences up to a target length; A = the first ``a_end`` sentences; B = the rest, or (p=0.5, always
     for a one-sentence chunk) sentences of another random document, the chunk's unused sentences put back.
     """
-    so, do = corpus.sentence_offsets, corpus.document_offsets
-    first, last = int(do[document_index]), int(do[document_index + 1])
+    so, do = corpus.offsets_lists
+    first, last = do[document_index], do[document_index + 1]
     n_docs = corpus.num_documents
     max_num_tokens = max_seq_length - 3
     target_seq_length = max_num_tokens
@@ -379,11 +385,11 @@ def pair_document(
     current_length = 0
     i = first
     while i < last:
-        current_length += int(so[i + 1] - so[i])
+        current_length += so[i + 1] - so[i]
         if i == last - 1 or current_length >= target_seq_length:
             n_chunk = i + 1 - chunk_start
             a_end = chunk_start + (rng.randint(1, n_chunk - 1) if n_chunk >= 2 else 1)
-            a = (int(so[chunk_start]), int(so[a_end]))
+            a = (so[chunk_start], so[a_end])
             if n_chunk == 1 or rng.random() < 0.5:
                 is_random_next = True
                 target_b_length = target_seq_length - (a[1] - a[0])
@@ -391,18 +397,18 @@ def pair_document(
                     random_document = rng.randint(0, n_docs - 1)
                     if random_document != document_index:
                         break
-                r0, r1 = int(do[random_document]), int(do[random_document + 1])
+                r0, r1 = do[random_document], do[random_document + 1]
                 j = rng.randint(r0, r1 - 1)
-                b_start = int(so[j])
+                b_start = so[j]
                 while True:
                     j += 1
                     if j == r1 or so[j] - b_start >= target_b_length:
                         break
-                b = (b_start, int(so[j]))
+                b = (b_start, so[j])
                 i -= i + 1 - a_end  # put the chunk's unused sentences back
             else:
                 is_random_next = False
-                b = (int(so[a_end]), int(so[i + 1]))
+                b = (so[a_end], so[i + 1])
             a, b = truncate_seq_pair(a, b, max_num_tokens, rng)
             pairs.append((a[0], a[1], b[0], b[1], is_random_next))
             chunk_start = i + 1

@@ -131,13 +131,16 @@ def varints_rows(values: np.ndarray) -> list[bytes]:
     """Packed varint payloads of each row of an (N, K) integer array, vectorized."""
     v = np.ascontiguousarray(values).astype(np.int64).view(np.uint64)  # (N, K), negatives as two's complement
     n, k = v.shape
-    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
-    groups = (v[..., None] >> shifts).astype(np.uint64)  # (N, K, 10) 7-bit groups and what lies above
-    nbytes = np.maximum(1, (groups != 0).sum(-1))  # (N, K): groups up to the highest non-zero one
-    byte = (groups & np.uint64(0x7F)).astype(np.uint8)
-    j = np.arange(10)
-    byte |= np.where(j < nbytes[..., None] - 1, 0x80, 0).astype(np.uint8)
-    keep = j < nbytes[..., None]  # (N, K, 10)
+    top = int(v.max(initial=0))
+    G = max(1, (top.bit_length() + 6) // 7)  # bytes of the longest varint (10 for negatives)
+    nbytes = np.ones(v.shape, np.int64)
+    for j in range(1, G):
+        nbytes += v >= np.uint64(1 << (7 * j))
+    byte = np.empty((n, k, G), np.uint8)
+    for j in range(G):
+        byte[..., j] = ((v >> np.uint64(7 * j)) & np.uint64(0x7F)).astype(np.uint8)
+        byte[..., j] |= np.where(j < nbytes - 1, 0x80, 0).astype(np.uint8)
+    keep = np.arange(G) < nbytes[..., None]  # (N, K, G)
     flat = byte[keep].tobytes()
     row_len = nbytes.sum(1)
     ends = np.cumsum(row_len)
@@ -378,16 +381,38 @@ def pretraining_examples(arrays: dict[str, np.ndarray]) -> list[bytes]:
         "masked_lm_ids": arrays["masked_lm_ids"],
         "next_sentence_labels": np.asarray(arrays["next_sentence_labels"]).reshape(n, 1),
     }
-    # Each feature's bytes for every row, vectorized, then one concatenation per record.
-    encoded: dict[str, list[bytes]] = {}
-    for name in PRETRAINING_FEATURE_ORDER:
-        if name in _FLOAT_FEATURES:
-            body = [_ld(2, _ld(1, row.tobytes())) for row in weights]
-        else:
-            body = [_ld(3, _ld(1, p)) for p in varints_rows(cols[name])]
-        key = _ld(1, name.encode())
-        encoded[name] = [_ld(1, key + _ld(2, x)) for x in body]
-    return [_ld(1, b"".join(encoded[name][i] for name in PRETRAINING_FEATURE_ORDER)) for i in range(n)]
+    # Packed payloads for every row, vectorized; the protobuf headers around a payload depend only on the feature
+    # and the payload's length, so they are built once per (feature, length) and reused.
+    payloads = {
+        name: [row.tobytes() for row in weights] if name in _FLOAT_FEATURES else varints_rows(cols[name])
+        for name in PRETRAINING_FEATURE_ORDER
+    }
+    prefixes: dict[tuple[str, int], bytes] = {}
+
+    def prefix(name: str, n: int) -> bytes:
+        key = (name, n)
+        if key not in prefixes:
+            marker = b"\x00" * n
+            kind_field = 2 if name in _FLOAT_FEATURES else 3
+            body = _ld(kind_field, _ld(1, marker) if n else b"")
+            entry = _ld(1, _ld(1, name.encode("utf-8")) + _ld(2, body))
+            prefixes[key] = entry[: len(entry) - n]
+        return prefixes[key]
+
+    out = []
+    outer: dict[int, bytes] = {}
+    for i in range(n):
+        parts = []
+        for name in PRETRAINING_FEATURE_ORDER:
+            p = payloads[name][i]
+            parts.append(prefix(name, len(p)))
+            parts.append(p)
+        features = b"".join(parts)
+        m = len(features)
+        if m not in outer:
+            outer[m] = _varint(1 << 3 | 2) + _varint(m)
+        out.append(outer[m] + features)
+    return out
 
 
 def write_instances_tfrecord(

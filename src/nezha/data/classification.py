@@ -42,12 +42,16 @@ PRESET_COLUMNS = {
     "chnsenticorp": Columns("text_a", None, "label"),
     "xnli": Columns("text_a", "text_b", "label"),
 }
-_HEADERLESS_ORDER = {"lcqmc": ["text_a", "text_b", "label"], "chnsenticorp": ["label", "text_a"],
-                     "xnli": ["text_a", "text_b", "label"]}
+_HEADERLESS_ORDER = {
+    "lcqmc": ["text_a", "text_b", "label"],
+    "chnsenticorp": ["label", "text_a"],
+    "xnli": ["text_a", "text_b", "label"],
+}
 
 
-def read_examples(path: str | os.PathLike, fmt: str, columns: Columns | None = None,
-                  with_labels: bool = True) -> list[TextExample]:
+def read_examples(
+    path: str | os.PathLike, fmt: str, columns: Columns | None = None, with_labels: bool = True
+) -> list[TextExample]:
     """Read every row of ``path``; ``with_labels=False`` allows files without a label column (prediction)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; choose from {FORMATS}")
@@ -125,8 +129,16 @@ def _read_jsonl(path: Path, columns: Columns, with_labels: bool) -> list[TextExa
                 raise ValueError(f"{path}:{i}: expected an object with a {columns.text_a!r} field")
             label = obj.get(columns.label) if columns.label else None
             b = obj.get(columns.text_b) if columns.text_b else None
-            out.append(_example(path, i, str(obj[columns.text_a]), None if b is None else str(b),
-                                None if label is None else str(label), with_labels))
+            out.append(
+                _example(
+                    path,
+                    i,
+                    str(obj[columns.text_a]),
+                    None if b is None else str(b),
+                    None if label is None else str(label),
+                    with_labels,
+                )
+            )
     return out
 
 

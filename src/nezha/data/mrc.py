@@ -69,12 +69,22 @@ def read_squad(path: str | os.PathLike, for_training: bool = False) -> list[MrcE
                         moved.append(qid)
                 examples.append(ex)
     if moved:
-        logger.warning("%s: %d answers had an answer_start that disagrees with the context and were moved to the "
-                       "nearest occurrence of their text: %s%s", path, len(moved), ", ".join(moved[:10]),
-                       " ..." if len(moved) > 10 else "")
+        logger.warning(
+            "%s: %d answers had an answer_start that disagrees with the context and were moved to the "
+            "nearest occurrence of their text: %s%s",
+            path,
+            len(moved),
+            ", ".join(moved[:10]),
+            " ..." if len(moved) > 10 else "",
+        )
     if unusable:
-        logger.warning("%s: %d questions have no answer text in their context and are not trained on: %s%s",
-                       path, len(unusable), ", ".join(unusable[:10]), " ..." if len(unusable) > 10 else "")
+        logger.warning(
+            "%s: %d questions have no answer text in their context and are not trained on: %s%s",
+            path,
+            len(unusable),
+            ", ".join(unusable[:10]),
+            " ..." if len(unusable) > 10 else "",
+        )
     if not examples:
         raise ValueError(f"{path}: no usable questions")
     return examples
@@ -83,7 +93,7 @@ def read_squad(path: str | os.PathLike, for_training: bool = False) -> list[MrcE
 def _training_span(context: str, answers: list) -> tuple[int, int, bool] | None:
     for a in answers:
         text, start = (a.get("text"), a.get("answer_start")) if isinstance(a, dict) else (a, None)
-        if text and isinstance(start, int) and context[start:start + len(text)] == text:
+        if text and isinstance(start, int) and context[start : start + len(text)] == text:
             return start, start + len(text), False
     for a in answers:
         text, start = (a.get("text"), a.get("answer_start", 0)) if isinstance(a, dict) else (a, 0)
@@ -114,8 +124,14 @@ class MrcFeature:
     end_position: int = 0
 
 
-def make_features(tokenizer, examples: Sequence[MrcExample], max_seq_length: int = 512, doc_stride: int = 128,
-                  max_query_length: int = 64, for_training: bool = False) -> list[MrcFeature]:
+def make_features(
+    tokenizer,
+    examples: Sequence[MrcExample],
+    max_seq_length: int = 512,
+    doc_stride: int = 128,
+    max_query_length: int = 64,
+    for_training: bool = False,
+) -> list[MrcFeature]:
     """Sliding windows over each context. For training, windows not containing the answer target [CLS]."""
     questions = tokenizer.encode_batch([e.question for e in examples])
     contexts = tokenizer.encode_batch([e.context for e in examples])
@@ -124,8 +140,10 @@ def make_features(tokenizer, examples: Sequence[MrcExample], max_seq_length: int
         q_ids = q.ids[:max_query_length]
         max_doc = max_seq_length - len(q_ids) - 3
         if max_doc < 1:
-            raise ValueError(f"max_seq_length {max_seq_length} leaves no room for the context after a "
-                             f"{len(q_ids)}-token question (lower --max_query_length)")
+            raise ValueError(
+                f"max_seq_length {max_seq_length} leaves no room for the context after a "
+                f"{len(q_ids)}-token question (lower --max_query_length)"
+            )
         n = len(c.ids)
         starts = []
         s = 0
@@ -141,10 +159,10 @@ def make_features(tokenizer, examples: Sequence[MrcExample], max_seq_length: int
             if inside:
                 tok_start, tok_end = inside[0], inside[-1]
         for s, length in starts:
-            ids = [tokenizer.cls_id, *q_ids, tokenizer.sep_id, *c.ids[s:s + length], tokenizer.sep_id]
+            ids = [tokenizer.cls_id, *q_ids, tokenizer.sep_id, *c.ids[s : s + length], tokenizer.sep_id]
             types = [0] * (len(q_ids) + 2) + [1] * (length + 1)
             head = len(q_ids) + 2
-            offsets: list[tuple[int, int] | None] = [None] * head + list(c.offsets[s:s + length]) + [None]
+            offsets: list[tuple[int, int] | None] = [None] * head + list(c.offsets[s : s + length]) + [None]
             max_ctx = [False] * head + [_is_max_context(starts, s, p) for p in range(s, s + length)] + [False]
             sp = ep = 0
             if tok_start is not None and s <= tok_start and tok_end < s + length:
@@ -164,9 +182,14 @@ def _is_max_context(windows: list[tuple[int, int]], current: int, pos: int) -> b
     return best_start == current
 
 
-def best_answers(examples: Sequence[MrcExample], features: Sequence[MrcFeature], start_logits: Sequence[np.ndarray],
-                 end_logits: Sequence[np.ndarray], n_best: int = 20,
-                 max_answer_length: int = 30) -> tuple[dict[str, str], dict[str, list[dict]]]:
+def best_answers(
+    examples: Sequence[MrcExample],
+    features: Sequence[MrcFeature],
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> tuple[dict[str, str], dict[str, list[dict]]]:
     """Best answer per question across all its windows, and the n-best list with probabilities.
 
     Returns ``({id: text}, {id: [{text, probability, start_logit, end_logit, start, end}]})``; ``start``/``end`` are
@@ -194,7 +217,7 @@ def best_answers(examples: Sequence[MrcExample], features: Sequence[MrcFeature],
         cands.sort(key=lambda c: -c[0])
         chosen, texts = [], set()
         for c in cands:
-            text = ex.context[c[3]:c[4]]
+            text = ex.context[c[3] : c[4]]
             if text in texts:
                 continue
             texts.add(text)
@@ -203,13 +226,16 @@ def best_answers(examples: Sequence[MrcExample], features: Sequence[MrcFeature],
                 break
         if not chosen:
             predictions[ex.qid] = ""
-            nbest[ex.qid] = [{"text": "", "probability": 1.0, "start_logit": 0.0, "end_logit": 0.0,
-                              "start": 0, "end": 0}]
+            nbest[ex.qid] = [
+                {"text": "", "probability": 1.0, "start_logit": 0.0, "end_logit": 0.0, "start": 0, "end": 0}
+            ]
             continue
         top = chosen[0][0][0]
         weights = [math.exp(c[0] - top) for c, _ in chosen]
         z = sum(weights)
-        nbest[ex.qid] = [{"text": t, "probability": w / z, "start_logit": c[1], "end_logit": c[2], "start": c[3],
-                          "end": c[4]} for (c, t), w in zip(chosen, weights)]
+        nbest[ex.qid] = [
+            {"text": t, "probability": w / z, "start_logit": c[1], "end_logit": c[2], "start": c[3], "end": c[4]}
+            for (c, t), w in zip(chosen, weights)
+        ]
         predictions[ex.qid] = chosen[0][1]
     return predictions, nbest

@@ -56,8 +56,13 @@ def read_sentences(path: str | os.PathLike, fmt: str = "auto", with_tags: bool =
         bad = [(s.guid, pos, msg) for s in sentences for pos, msg in bio_errors(s.tags or [])]
         if bad:
             shown = "; ".join(f"{g} word {p}: {m}" for g, p, m in bad[:5])
-            logger.warning("%s: %d malformed BIO tag(s), kept as written (strict scoring ignores them): %s%s",
-                           path, len(bad), shown, " ..." if len(bad) > 5 else "")
+            logger.warning(
+                "%s: %d malformed BIO tag(s), kept as written (strict scoring ignores them): %s%s",
+                path,
+                len(bad),
+                shown,
+                " ..." if len(bad) > 5 else "",
+            )
     return sentences
 
 
@@ -177,7 +182,8 @@ def check_tags(sentences: Sequence[TaggedSentence], labels: Sequence[str]) -> No
         for k, t in enumerate(s.tags or []):
             if t not in known:
                 raise ValueError(
-                    f"{s.guid} word {k} ({s.words[k]!r}): tag {t!r} is not in the label list {list(labels)}")
+                    f"{s.guid} word {k} ({s.words[k]!r}): tag {t!r} is not in the label list {list(labels)}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------------- alignment
@@ -209,8 +215,9 @@ def word_pieces(tokenizer, words: Sequence[str]) -> list[list[int]]:
     return pieces
 
 
-def make_windows(tokenizer, sentences: Sequence[TaggedSentence], labels: Sequence[str] | None,
-                 max_seq_length: int) -> tuple[list[NerWindow], int]:
+def make_windows(
+    tokenizer, sentences: Sequence[TaggedSentence], labels: Sequence[str] | None, max_seq_length: int
+) -> tuple[list[NerWindow], int]:
     """Windows of at most ``max_seq_length`` tokens (with [CLS]/[SEP]); returns them and the number of words that
     produce no token (e.g. control characters), which get no window position and are predicted ``O``."""
     if max_seq_length < 3:
@@ -249,8 +256,12 @@ def make_windows(tokenizer, sentences: Sequence[TaggedSentence], labels: Sequenc
     return windows, empty
 
 
-def collect_predictions(sentences: Sequence[TaggedSentence], windows: Sequence[NerWindow],
-                        predicted: Sequence[Sequence[int]], labels: Sequence[str]) -> list[list[str]]:
+def collect_predictions(
+    sentences: Sequence[TaggedSentence],
+    windows: Sequence[NerWindow],
+    predicted: Sequence[Sequence[int]],
+    labels: Sequence[str],
+) -> list[list[str]]:
     """Per-sentence tag strings for every word (``O`` for words with no token)."""
     out = [["O"] * len(s.words) for s in sentences]
     for win, pred in zip(windows, predicted):
@@ -259,20 +270,25 @@ def collect_predictions(sentences: Sequence[TaggedSentence], windows: Sequence[N
     return out
 
 
-def write_predictions(path: str | os.PathLike, sentences: Sequence[TaggedSentence], predicted: Sequence[Sequence[str]],
-                      fmt: str) -> None:
+def write_predictions(
+    path: str | os.PathLike, sentences: Sequence[TaggedSentence], predicted: Sequence[Sequence[str]], fmt: str
+) -> None:
     """Write predicted tags in the input's format (BIO lines, TSV rows, or JSONL with entity spans)."""
     from nezha.io import atomic_write_text
 
     if fmt == "bio":
-        text = "".join("".join(f"{w} {t}\n" for w, t in zip(s.words, p)) + "\n"
-                       for s, p in zip(sentences, predicted))
+        text = "".join("".join(f"{w} {t}\n" for w, t in zip(s.words, p)) + "\n" for s, p in zip(sentences, predicted))
     elif fmt == "tsv":
-        text = "text_a\tlabel\n" + "".join(f"{' '.join(s.words)}\t{' '.join(p)}\n"
-                                             for s, p in zip(sentences, predicted))
+        text = "text_a\tlabel\n" + "".join(
+            f"{' '.join(s.words)}\t{' '.join(p)}\n" for s, p in zip(sentences, predicted)
+        )
     else:
         text = "".join(
-            json.dumps({"text": s.text if s.text is not None else "".join(s.words), "entities": tags_to_spans(p)},
-                       ensure_ascii=False) + "\n"
-            for s, p in zip(sentences, predicted))
+            json.dumps(
+                {"text": s.text if s.text is not None else "".join(s.words), "entities": tags_to_spans(p)},
+                ensure_ascii=False,
+            )
+            + "\n"
+            for s, p in zip(sentences, predicted)
+        )
     atomic_write_text(path, text)

@@ -21,6 +21,7 @@ well under 1 MB/s for a byte loop in Python).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -71,36 +72,37 @@ def _crc_bytes(data: bytes | memoryview, reg: int) -> int:
     return reg
 
 
-def _zero_shift_columns(nbytes: int) -> np.ndarray:
-    """Columns (images of the 32 basis bits) of the linear map 'feed ``nbytes`` zero bytes'. Returns ``(32,)``."""
-    basis = (np.uint32(1) << np.arange(32, dtype=np.uint32)).astype(np.uint32)
-    one = _TABLE[basis & 0xFF] ^ (basis >> 8)  # one zero byte
-    result = basis.copy()  # identity
-    power = one
-    while nbytes:
-        if nbytes & 1:
-            result = _apply_columns(power, result)
-        power = _apply_columns(power, power)
-        nbytes >>= 1
-    return result
+_BITS = np.arange(32, dtype=np.uint32)
 
 
 def _apply_columns(cols: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Apply the GF(2) map with columns ``cols`` to every element of ``x`` (uint32 array)."""
-    out = np.zeros_like(x)
-    for j in range(32):
-        out ^= np.where((x >> np.uint32(j)) & 1, cols[j], np.uint32(0)).astype(np.uint32)
-    return out
+    """Apply the GF(2) map with columns ``cols`` ``(32,)`` to every element of ``x`` (uint32 array)."""
+    bits = (x[..., None] >> _BITS) & 1  # (..., 32)
+    return np.bitwise_xor.reduce(np.where(bits == 1, cols, np.uint32(0)), axis=-1).astype(np.uint32)
 
 
-def _byte_tables(cols: np.ndarray) -> np.ndarray:
-    """Four 256-entry tables so that a map applies as ``S0[b0] ^ S1[b1] ^ S2[b2] ^ S3[b3]``. Returns ``(4, 256)``."""
+@functools.lru_cache(maxsize=1024)
+def _zero_shift_columns(nbytes: int) -> np.ndarray:
+    """Columns (images of the 32 basis bits) of the linear map 'feed ``nbytes`` zero bytes'. Returns ``(32,)``.
+
+    Built by squaring, and cached: a tensor's lane length and the tree's doublings repeat across tensors.
+    """
+    basis = np.uint32(1) << _BITS
+    if nbytes == 0:
+        return basis
+    if nbytes == 1:
+        return _TABLE[basis & 0xFF] ^ (basis >> 8)
+    half = _zero_shift_columns(nbytes // 2)
+    cols = _apply_columns(half, half)
+    return _apply_columns(_zero_shift_columns(1), cols) if nbytes % 2 else cols
+
+
+@functools.lru_cache(maxsize=1024)
+def _shift_tables(nbytes: int) -> np.ndarray:
+    """Four 256-entry tables so that 'shift by ``nbytes`` zeros' applies as ``S0[b0] ^ S1[b1] ^ S2[b2] ^ S3[b3]``."""
+    cols = _zero_shift_columns(nbytes)
     v = np.arange(256, dtype=np.uint32)
-    tables = np.zeros((4, 256), dtype=np.uint32)
-    for k in range(4):
-        for j in range(8):
-            tables[k] ^= np.where((v >> np.uint32(j)) & 1, cols[8 * k + j], np.uint32(0)).astype(np.uint32)
-    return tables
+    return np.stack([_apply_columns(cols, v << np.uint32(8 * k)) for k in range(4)])  # (4, 256)
 
 
 def _apply_tables(tables: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -111,7 +113,7 @@ def _crc_numpy(data: np.ndarray, reg: int) -> int:
     """Raw register update of ``data`` (uint8) by lanes: each lane is checksummed from 0 in parallel (slicing-by-4),
     then lanes are merged pairwise (``crc(A+B) = shift(crc(A), len B) ^ crc(B)``) in a log-depth tree."""
     n = data.size
-    lanes = 1 << min(16, max(0, (n // 1024).bit_length() - 1))  # a power of two, lanes of >= 1 KiB
+    lanes = 1 << min(16, max(0, (n // 64).bit_length() - 1))  # a power of two, lanes of >= 64 bytes
     lane_len = (n // lanes) // 4 * 4
     main = lanes * lane_len
     words = data[:main].view("<u4").reshape(lanes, lane_len // 4)  # (lanes, W)
@@ -125,18 +127,17 @@ def _crc_numpy(data: np.ndarray, reg: int) -> int:
             regs = t0[r & 0xFF] ^ t1[(r >> 8) & 0xFF] ^ t2[(r >> 16) & 0xFF] ^ t3[r >> 24]
     length = lane_len
     while regs.size > 1:
-        tables = _byte_tables(_zero_shift_columns(length))
-        regs = _apply_tables(tables, regs[0::2]) ^ regs[1::2]
+        regs = _apply_tables(_shift_tables(length), regs[0::2]) ^ regs[1::2]
         length *= 2
     # The initial register passes through all ``main`` bytes as if they were zeros (linearity).
-    reg = int(_apply_tables(_byte_tables(_zero_shift_columns(main)), np.array([reg], np.uint32))[0]) ^ int(regs[0])
+    reg = int(_apply_tables(_shift_tables(main), np.array([reg], np.uint32))[0]) ^ int(regs[0])
     return _crc_bytes(memoryview(data[main:]), reg)
 
 
 def _crc32c_fallback(data: bytes | memoryview | np.ndarray, value: int = 0) -> int:
     arr = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
     reg = value ^ 0xFFFFFFFF
-    if arr.size < 8192:
+    if arr.size < 1024:
         reg = _crc_bytes(memoryview(arr), reg)
     else:
         reg = _crc_numpy(arr, reg)

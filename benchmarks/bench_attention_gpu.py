@@ -42,19 +42,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-relative-position", type=int, default=64)
     p.add_argument("--cells", default="all", help="comma-separated cell names (default: all)")
     p.add_argument("--min-time", type=float, default=0.4, help="seconds of timed repeats per cell")
-    p.add_argument("--budget", type=float, default=330.0, help="seconds for the attention table; later cells skip")
+    p.add_argument("--budget", type=float, default=150.0, help="seconds for the attention table; later cells skip")
     p.add_argument("--model-preset", default="base")
     p.add_argument("--model-seq", type=int, default=128)
     p.add_argument("--model-tokens", type=int, default=16384, help="tokens per pretraining step")
     p.add_argument("--model-steps", type=int, default=10)
     p.add_argument("--max-predictions", type=int, default=20, help="masked positions per sequence")
+    p.add_argument("--pretrain-rows", default=None,
+                   help="pretraining step variants: backend names, '+compile' for torch.compile "
+                        "(default eager,triton,triton+compile; eager,triton with --cpu-smoke)")
+    p.add_argument("--total-budget", type=float, default=300.0,
+                   help="seconds for the whole run; a pretraining row that would start later is skipped")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989; H200: 989)")
     p.add_argument("--out", default=str(RESULTS / "gpu_check.json"))
     args = p.parse_args(argv)
+    if not args.cpu_smoke:
+        args.pretrain_rows = args.pretrain_rows or "eager,triton,triton+compile"
     if args.cpu_smoke:
         args.seqs, args.tokens, args.heads, args.head_dim, args.max_relative_position = "16,40", 80, 2, 16, 4
         args.min_time, args.model_preset, args.model_seq, args.model_tokens = 0.0, "tiny", 24, 48
         args.model_steps, args.max_predictions = 1, 3
+        args.pretrain_rows = args.pretrain_rows or "eager,triton"
         if args.out == str(RESULTS / "gpu_check.json"):
             args.out = str(RESULTS / "gpu_check_cpu_smoke.json")
     return args
@@ -166,10 +174,11 @@ def _hf_self_attention(args, seq, device, dtype):
     module = HFSelfAttention(cfg)
     # The module builds a (max_position_embeddings, max_position_embeddings, D) buffer through a one-hot matmul
     # on the CPU (minutes at 8192); the same buffer, gathered on the device, keeps the timing about attention.
-    table = relative_position_table(args.max_relative_position, args.head_dim).to(device)
+    module = module.to(device=device, dtype=dtype)
+    table = relative_position_table(args.max_relative_position, args.head_dim).to(device=device, dtype=dtype)
     buckets = relative_buckets(torch.arange(seq, device=device), seq, args.max_relative_position)
     module.relative_positions_encoding.positions_encoding = table[buckets]  # (T, T, D)
-    return module.to(device=device, dtype=dtype)
+    return module
 
 
 class _SdpaSelfAttention:
@@ -313,15 +322,18 @@ def _ratios(row: dict) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def run_pretraining_step(args, device, backend: str) -> dict:
+def run_pretraining_step(args, device, row: str) -> dict:
+    """One NezhaForPreTraining step per call; ``row`` is a backend name, "+compile" adds torch.compile."""
     import torch
 
     from nezha import NezhaConfig, NezhaForPreTraining
 
+    backend, compiled = row.removesuffix("+compile"), row.endswith("+compile")
     torch.manual_seed(0)
     cfg = NezhaConfig.preset(args.model_preset, attention_backend=backend)
     model = NezhaForPreTraining(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    forward = torch.compile(model) if compiled else model
     T, B, M = args.model_seq, max(1, args.model_tokens // args.model_seq), args.max_predictions
     ids = torch.randint(0, cfg.vocab_size, (B, T), device=device)
     attention_mask = torch.ones(B, T, dtype=torch.long, device=device)
@@ -333,8 +345,8 @@ def run_pretraining_step(args, device, backend: str) -> dict:
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = model(ids, attention_mask, token_types, labels=labels, next_sentence_label=nsp,
-                        masked_positions=positions)
+            out = forward(ids, attention_mask, token_types, labels=labels, next_sentence_label=nsp,
+                          masked_positions=positions)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -350,7 +362,7 @@ def run_pretraining_step(args, device, backend: str) -> dict:
     flops = 6 * n_dense * B * T + 6 * cfg.vocab_size * E * B * M + attn_flops
     seconds = timing["ms"] / 1e3
     return {
-        "status": "ok", "backend": backend, "batch": B, "seq": T, **timing,
+        "status": "ok", "backend": backend, "compiled": compiled, "batch": B, "seq": T, **timing,
         "tokens_per_s": B * T / seconds,
         "fused_kernel_launches": launches.count,
         "params_all": n_all, "params_non_embedding": n_dense,
@@ -434,26 +446,36 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args), "attention": {}, "pretraining": {},
     }
     t0 = time.perf_counter()
-    report["attention"] = run_attention_table(args, device, dtype)
-    for backend in ("eager", "triton"):
-        try:
-            report["pretraining"][backend] = run_pretraining_step(args, device, backend)
-        except Exception as exc:
-            report["pretraining"][backend] = {"status": "OOM" if _is_oom(exc) else f"error: {exc!s:.300}"}
-            traceback.print_exc(limit=3)
-        _cleanup(device)
-        print(f"[pretraining] {backend}: {json.dumps(report['pretraining'][backend])}", flush=True)
-    try:
-        from nezha.kernels.triton_attention import autotune_choices
-
-        report["autotune"] = autotune_choices()
-    except ImportError:
-        pass
-    report["wall_s"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(report))
+
+    def save() -> None:  # after every section, so a run stopped by its time limit still leaves results
+        try:
+            from nezha.kernels.triton_attention import autotune_choices
+
+            report["autotune"] = autotune_choices()
+        except ImportError:
+            pass
+        report["wall_s"] = time.perf_counter() - t0
+        atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+        atomic_write_text(out.with_suffix(".md"), markdown(report))
+
+    report["attention"] = run_attention_table(args, device, dtype)
+    save()
+    # Seconds each row needs beyond the attention table, roughly (compilation dominates the compiled row).
+    need = {"eager": 20.0, "triton": 40.0}
+    for row in args.pretrain_rows.split(","):
+        if time.perf_counter() - t0 + need.get(row, 120.0) > args.total_budget and not args.cpu_smoke:
+            report["pretraining"][row] = {"status": "skipped (time budget)"}
+            continue
+        try:
+            report["pretraining"][row] = run_pretraining_step(args, device, row)
+        except Exception as exc:
+            report["pretraining"][row] = {"status": "OOM" if _is_oom(exc) else f"error: {exc!s:.300}"}
+            traceback.print_exc(limit=3)
+        _cleanup(device)
+        print(f"[pretraining] {row}: {json.dumps(report['pretraining'][row])}", flush=True)
+        save()
     print(markdown(report))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0

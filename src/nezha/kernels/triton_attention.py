@@ -599,13 +599,13 @@ class _FusedRelativeAttention(torch.autograd.Function):
         )
         _launch("fwd", _fwd_kernel, _fwd_tuned, 0, T, B * H, args, flags, blocks)
         ctx.save_for_backward(q, k, v, out, lse, mask_bt, ends)
-        ctx.params = (max_relative_position, dropout_p, seed, blocks, mask is not None, smb, flags)
+        ctx.params = (max_relative_position, dropout_p, seed, blocks, smb, flags)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse, mask_bt, ends = ctx.saved_tensors
-        max_relative_position, dropout_p, seed, blocks, has_mask, smb, flags = ctx.params
+        max_relative_position, dropout_p, seed, blocks, smb, flags = ctx.params
         B, H, T, D = q.shape
         do = _dense_last(grad_out.to(q.dtype))
         delta = (do.float() * out.float()).sum(-1).reshape(B * H, T)  # D_i = dout_i . out_i

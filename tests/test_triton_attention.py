@@ -65,6 +65,12 @@ def test_triton_backend_model_matches_eager_backend(interpreter_results):
     assert got["worst_grad_rel_err"] < 1e-4, got
 
 
+def test_triton_self_check_accepts_the_kernel_and_rejects_a_broken_one(interpreter_results):
+    got = interpreter_results["self_check"]["self_check"]
+    assert got["as_is"] is None
+    assert "mismatch" in got["broken_band"]
+
+
 def test_band_tables_reconstruct_the_table_at_long_lengths():
     """M(phi_i) U_j == table[j - i + K] for |j - i| < K: the identity the band tiles rely on, at T = 8192."""
     from nezha.kernels.triton_attention import band_tables

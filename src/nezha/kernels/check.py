@@ -201,6 +201,21 @@ def model_equivalence(device: str | torch.device = "cpu", dtype: torch.dtype = t
     }
 
 
+def self_check_statistics(device: str | torch.device = "cpu") -> dict[str, str | None]:
+    """The first-use guard (``run_self_check``) passes the kernel as is and rejects one with a broken band term."""
+    import nezha.kernels.triton_attention as ta
+
+    device = torch.device(device)
+    result = {"as_is": ta.run_self_check(device, torch.float32, 16)}
+    band_tables = ta.band_tables
+    ta.band_tables = lambda *a: tuple(t * 0.5 for t in band_tables(*a))  # wrong U and rotations
+    try:
+        result["broken_band"] = ta.run_self_check(device, torch.float32, 16)
+    finally:
+        ta.band_tables = band_tables
+    return result
+
+
 def dropout_statistics(device: str | torch.device = "cpu", dropout_p: float = 0.25) -> dict[str, float]:
     """Keep rate of the kernels' dropout mask, and how seeds change it: the dense comparison cannot see these."""
     from nezha.kernels.triton_attention import dropout_keep_mask, triton_relative_attention
@@ -243,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only:
         print(json.dumps({"dropout_statistics": dropout_statistics(device)}), flush=True)
         print(json.dumps({"model_equivalence": model_equivalence(device, dtype)}), flush=True)
+        print(json.dumps({"self_check": self_check_statistics(device)}), flush=True)
     return 0
 
 

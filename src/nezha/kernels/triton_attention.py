@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 import triton
@@ -653,16 +654,80 @@ def triton_relative_attention(
         raise NotImplementedError(f"triton_relative_attention: {reason}")
     B, H, T, D = q.shape
     _check_table(table, max_relative_position, D)
+    failure = self_check(q.device, q.dtype, D)
+    if failure is not None:
+        raise NotImplementedError(f"triton_relative_attention: {failure}")
+    if dropout_p > 0 and seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    try:
+        return _apply(q, k, v, table, mask, max_relative_position, dropout_p, seed or 0, _blocks)
+    except Exception as exc:
+        if type(exc).__module__.startswith("triton"):  # compilation or resources: let the caller fall back
+            raise NotImplementedError(f"triton_relative_attention: the kernel failed here: {exc}") from exc
+        raise
+
+
+def _apply(q, k, v, table, mask, max_relative_position, dropout_p, seed, blocks):
+    T = q.shape[2]
     if mask is not None:
         # (B or 1, T) in log2 units; clamped so that finfo.min stays finite and all-padding rows stay uniform
         mask = (mask.to(torch.float32).reshape(mask.shape[0], T) * LOG2E).clamp_min(torch.finfo(torch.float32).min)
-    if dropout_p > 0 and seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    seed = 0 if seed is None else seed
     with torch.autocast(device_type=q.device.type, enabled=False):
         return _FusedRelativeAttention.apply(
-            q, k, v, table, mask, max_relative_position, float(dropout_p), seed, _blocks
+            q, k, v, table, mask, max_relative_position, float(dropout_p), seed, blocks
         )
+
+
+_SELF_CHECKS: dict[tuple, str | None] = {}
+
+
+def self_check(device: torch.device, dtype: torch.dtype, head_dim: int) -> str | None:
+    """None if the kernels, compiled here, agree with the eager path on a small problem; else why not.
+
+    Runs once per (device, dtype, head size) on first use on a GPU, so that a Triton or driver version the kernel
+    was never tested with falls back to eager (under ``attention_backend="auto"``) instead of training on wrong
+    numbers. Skipped under the interpreter (the test suite checks it there) and with NEZHA_TRITON_SELF_CHECK=0.
+    """
+    if interpreting() or os.environ.get("NEZHA_TRITON_SELF_CHECK", "1") == "0":
+        return None
+    key = (str(device), dtype, head_dim)
+    if key not in _SELF_CHECKS:
+        _SELF_CHECKS[key] = run_self_check(device, dtype, head_dim)
+        if _SELF_CHECKS[key] is not None:
+            warnings.warn(f"fused relative attention disabled on {device} for {dtype}: {_SELF_CHECKS[key]}",
+                          stacklevel=3)
+    return _SELF_CHECKS[key]
+
+
+def run_self_check(device: torch.device, dtype: torch.dtype, head_dim: int) -> str | None:
+    """Forward and q/k/v gradients of the kernel vs the eager path in fp32: B=2, H=1, T=200, K=16, padding."""
+    from nezha.attention import relative_attention
+
+    gen = torch.Generator().manual_seed(0)
+    B, H, T, K = 2, 1, 200, 16
+    q, k, v, grad = (torch.randn(B, H, T, head_dim, generator=gen).to(device) for _ in range(4))
+    mask = torch.zeros(B, 1, 1, T, device=device)
+    mask[1, ..., T - 57:] = torch.finfo(torch.float32).min
+    table = relative_position_table(K, head_dim).to(device)
+    leaves = [t.to(dtype).requires_grad_(True) for t in (q, k, v)]
+    try:
+        with torch.enable_grad():
+            out = _apply(*leaves, table, mask, K, 0.0, 0, None)
+            got = (out, *torch.autograd.grad(out, leaves, grad.to(dtype)))
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:
+        return f"the kernel failed ({type(exc).__name__}: {str(exc)[:500]})"
+    leaves = [t.requires_grad_(True) for t in (q, k, v)]
+    with torch.enable_grad():
+        ref_out = relative_attention(*leaves, table, mask, max_relative_position=K)
+        ref = (ref_out, *torch.autograd.grad(ref_out, leaves, grad))
+    limit = 1e-3 if dtype == torch.float32 else 5e-2  # of the largest reference value; catches wrong, not rounding
+    for name, a, b in zip(("out", "dq", "dk", "dv"), got, ref):
+        err = (a.float() - b).abs().max().item()
+        if not err <= limit * b.abs().max().item():  # also catches NaN
+            return f"self-check mismatch in {name}: max error {err:.3g} (values up to {b.abs().max().item():.3g})"
+    return None
 
 
 def dropout_keep_mask(batch_heads: int, length: int, dropout_p: float, seed: int, device="cpu") -> torch.Tensor:

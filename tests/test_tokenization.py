@@ -140,3 +140,26 @@ def test_vocab_missing_mask_names_the_file(tmp_path):
     path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n中\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"vocab\.txt.*\[MASK\]"):
         NezhaTokenizer.from_file(path)
+
+
+def _flat_equals_encode(tok: NezhaTokenizer, texts: list[str]) -> list[str]:
+    ids, starts, ends, lengths = tok.encode_flat(texts)
+    bad, k = [], 0
+    for text, e, n in zip(texts, tok.encode_batch(texts), lengths.tolist()):
+        got = list(zip(ids[k : k + n].tolist(), starts[k : k + n].tolist(), ends[k : k + n].tolist()))
+        if got != [(i, s, t) for i, (s, t) in zip(e.ids, e.offsets)]:
+            bad.append(text)
+        k += n
+    return bad
+
+
+def test_encode_flat_equals_encode_on_real_text_and_code_points(pair, corpora):
+    """The pretraining fast path (direct ids for isolated characters) gives the same ids and offsets."""
+    _, ours = pair
+    texts = [t for ts in corpora.values() for t in ts]
+    assert not _flat_equals_encode(ours, texts)
+    cps = [c for c in _code_points() if c % 3 == 0]
+    sweep = [" ".join(f"a{chr(c)}b中{chr(c)}。{chr(c)}" for c in cps[i : i + 64]) for i in range(0, len(cps), 64)]
+    edge = ["<\u0338。", "。\u0301中", "[MASK]你好[SEP]", "x[SEP]y 中 [CLS]", "\uf900\u3000中\ufa6e文", "", "  "]
+    bad = _flat_equals_encode(ours, sweep + edge)
+    assert not bad, [b[:40] for b in bad[:5]]

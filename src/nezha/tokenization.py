@@ -69,7 +69,7 @@ _CJK_RANGES = (
     (0xF900, 0xFAFF),
     (0x2F800, 0x2FA1F),
 )
-_KIND_BITS = {"remove": 1, "whitespace": 2, "punctuation": 4, "nonspacing_mark": 8, "cjk": 16}
+_KIND_BITS = {"remove": 1, "whitespace": 2, "punctuation": 4, "nonspacing_mark": 8, "cjk": 16, "combining": 32}
 
 
 def _cache_dir() -> Path:
@@ -86,7 +86,7 @@ def _python_char_kinds() -> np.ndarray:
     Classifying 1.1M code points takes ~0.4 s, so the table is cached on disk per Unicode database version
     (``$NEZHA_CACHE``, else ``~/.cache/nezha``); an unusable cache is simply recomputed.
     """
-    path = _cache_dir() / f"bert_char_kinds-unicode{unicodedata.unidata_version}-v1.npy"
+    path = _cache_dir() / f"bert_char_kinds-unicode{unicodedata.unidata_version}-v2.npy"
     try:
         cached = np.load(path, allow_pickle=False)
         if cached.shape == (sys.maxunicode + 1,) and cached.dtype == np.uint8:
@@ -112,6 +112,10 @@ def _compute_char_kinds() -> np.ndarray:
     cats = list(map(unicodedata.category, map(chr, range(sys.maxunicode + 1))))
     flag = {c: 1 if c[0] == "C" else 4 if c[0] == "P" else 8 if c == "Mn" else 2 if c == "Zs" else 0 for c in set(cats)}
     out = np.frombuffer(bytes(map(flag.__getitem__, cats)), dtype=np.uint8).copy()
+    # may compose with the character before it under NFC: category M*, or a non-zero combining class
+    combining_class = np.fromiter(map(unicodedata.combining, map(chr, range(sys.maxunicode + 1))), np.int32)
+    marks = np.fromiter((c[0] == "M" for c in cats), bool, len(cats))
+    out[(combining_class != 0) | marks] |= 32
     out[0xFFFD] = 1  # _clean_text drops U+FFFD too
     for ch in " \t\n\r":
         out[ord(ch)] = 2
@@ -252,6 +256,75 @@ class NezhaTokenizer:
     def encode_ids_offsets_batch(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """Ids and character offsets (for whole word masking), without building token strings."""
         return [(e.ids, e.offsets) for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Many texts at once into flat arrays, for pretraining data (same ids and offsets as :meth:`encode`).
+
+        Returns ids (T,) int32, starts (T,) and ends (T,) int64 character offsets into each token's own text, and
+        lengths (N,) tokens per text. Most Chinese text is characters that BERT isolates and that no normalization
+        step changes (CJK ideographs, most punctuation): those map straight to ids through a per-code-point table.
+        Only the runs between them (Latin words, digits, anything else) go through the Rust pipeline, each
+        distinct run once. Texts containing a special token's spelling take the full pipeline.
+        """
+        direct, combining, space = self._direct_tables()
+        sep = "\n"  # whitespace: never part of a token
+        big = sep.join(texts) + sep
+        cps = np.frombuffer(big.encode("utf-32-le"), dtype=np.uint32)  # (C,)
+        text_starts = np.concatenate([[0], np.cumsum([len(t) + 1 for t in texts])[:-1]]).astype(np.int64)
+        ids_at = direct[cps]  # (C,) id, or -1
+        fast = ids_at >= 0
+        fast[:-1] &= ~combining[cps[1:]]  # a following combining mark may compose with it (NFC): not fast
+        special = [i for i, t in enumerate(texts) if "[" in t and any(sp in t for sp in SPECIAL_TOKENS)]
+        for i in special:  # whole text through the full pipeline
+            fast[text_starts[i] : text_starts[i] + len(texts[i])] = False
+        other = ~fast & ~space[cps]
+        # runs of `other` characters, never crossing a text boundary (the separator is whitespace)
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], other, [False]]).astype(np.int8)))
+        run_start, run_end = edges[0::2], edges[1::2]
+        runs = [big[a:b] for a, b in zip(run_start.tolist(), run_end.tolist())]
+        unique = {r: k for k, r in enumerate(dict.fromkeys(runs))}
+        encs = self._tok.encode_batch(list(unique), add_special_tokens=False)
+        enc_ids = [e.ids for e in encs]
+        enc_offs = [e.offsets for e in encs]
+        run_tok_pos, run_tok_end, run_tok_ids = [], [], []
+        for r, a in zip(runs, run_start.tolist()):
+            k = unique[r]
+            for tid, (s0, s1) in zip(enc_ids[k], enc_offs[k]):
+                run_tok_ids.append(tid)
+                run_tok_pos.append(a + s0)
+                run_tok_end.append(a + s1)
+        fast_pos = np.flatnonzero(fast)
+        pos = np.concatenate([fast_pos, np.asarray(run_tok_pos, np.int64)])
+        end = np.concatenate([fast_pos + 1, np.asarray(run_tok_end, np.int64)])
+        ids = np.concatenate([ids_at[fast_pos], np.asarray(run_tok_ids, np.int32)]).astype(np.int32)
+        order = np.argsort(pos, kind="stable")  # tokens of one run keep their order (distinct starts)
+        pos, end, ids = pos[order], end[order], ids[order]
+        text_of_tok = np.searchsorted(text_starts, pos, side="right") - 1
+        lengths = np.bincount(text_of_tok, minlength=len(texts)).astype(np.int64)
+        base = text_starts[text_of_tok]
+        return ids, pos - base, end - base, lengths
+
+    def _direct_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(direct id per code point or -1, is-combining-mark, is-whitespace) tables, built once per tokenizer."""
+        if getattr(self, "_direct", None) is None:
+            kinds = _python_char_kinds()
+            n = sys.maxunicode + 1
+            direct = np.full(n, -1, dtype=np.int32)
+            isolated = np.flatnonzero(
+                ((kinds & (_KIND_BITS["punctuation"] | _KIND_BITS["cjk"])) != 0) & ((kinds & _KIND_BITS["remove"]) == 0)
+            )  # (unassigned code points inside the CJK blocks are removed, not isolated)
+            unk = self.unk_id
+            for cp in isolated.tolist():
+                c = chr(cp)
+                # only characters every normalization step leaves alone (NFC, lower-case, NFD, mark removal)
+                if unicodedata.normalize("NFD", c) != c or unicodedata.normalize("NFC", c) != c or c.lower() != c:
+                    continue
+                direct[cp] = self.vocab.get(c, unk)
+            combining = (kinds & _KIND_BITS["combining"]) != 0
+            direct[combining] = -1
+            space = (kinds & _KIND_BITS["whitespace"]) != 0
+            self._direct = (direct, combining, space)
+        return self._direct
 
     def tokenize(self, text: str) -> list[str]:
         return self.encode(text).tokens

@@ -38,7 +38,6 @@ from nezha.data.masking import (
     candidate_units,
     create_masked_lm_predictions,
     mask_batch,
-    word_unit_starts,
 )
 from nezha.tokenization import NezhaTokenizer, load_vocab
 
@@ -173,22 +172,23 @@ class _Phase1:
 
     def __call__(self, sentences: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tokenize a chunk of sentences: (ids (T,), lengths (S,), unit_starts (T,))."""
+        ids, starts, _, lengths = self.tokenizer.encode_flat(sentences)
         if not self.wwm:
-            encs = self.tokenizer.encode_ids_batch(sentences)
-            lengths = np.fromiter((len(e) for e in encs), np.int64, len(encs))
-            ids = np.fromiter((i for e in encs for i in e), np.int32, int(lengths.sum()))
             return ids, lengths, np.ones(len(ids), bool)
         if self._segment is None:
             self._segment = _whitespace_word_starts if self.pre_segmented else _segmenter(self.segmenter)[1]
-        encs = self.tokenizer.encode_ids_offsets_batch(sentences)
-        lengths = np.fromiter((len(e[0]) for e in encs), np.int64, len(encs))
-        ids = np.fromiter((i for e in encs for i in e[0]), np.int32, int(lengths.sum()))
-        units = []
-        for text, (sent_ids, offsets) in zip(sentences, encs):
-            if sent_ids:
-                word_starts = np.asarray(self._segment(text), dtype=np.int64)
-                units.append(word_unit_starts(offsets, word_starts, self.is_continuation[sent_ids]))
-        return ids, lengths, (np.concatenate(units) if units else np.ones(0, bool))
+        # Word index of every token, for all sentences at once: sentence k's characters sit at base[k] onwards.
+        base = np.concatenate([[0], np.cumsum([len(t) + 1 for t in sentences])[:-1]]).astype(np.int64)
+        word_starts = np.fromiter(
+            (base[k] + w for k, t in enumerate(sentences) if t for w in self._segment(t)), dtype=np.int64
+        )
+        sentence = np.repeat(np.arange(len(sentences)), lengths)  # (T,)
+        word = np.searchsorted(word_starts, base[sentence] + starts, side="right")  # (T,)
+        units = np.ones(len(ids), bool)
+        # same as word_unit_starts per sentence: join the previous token's unit inside one word or for a ## piece
+        join = ((word[1:] == word[:-1]) & (sentence[1:] == sentence[:-1])) | self.is_continuation[ids[1:]]
+        units[1:] = ~join
+        return ids, lengths, units
 
 
 def split_long(lengths: np.ndarray, limit: int) -> np.ndarray:
@@ -683,9 +683,12 @@ def prepare(args: PrepareArgs) -> dict:
         stats=read_stats,
     )
     stats: dict = {"problems": read_stats.problems}
+    t_read = time.perf_counter()
     corpus = tokenize_corpus(docs, paths, tokenizer, args, stats)
     sentences_per_doc = np.diff(corpus.document_offsets)
+    t_tok = time.perf_counter()
     arrays, inst_stats = create_instance_arrays(corpus, args, tokenizer)
+    t_inst = time.perf_counter()
     summary = {
         "input_files": [str(p) for p in paths],
         "documents": corpus.num_documents,
@@ -698,9 +701,11 @@ def prepare(args: PrepareArgs) -> dict:
         **{k: v for k, v in stats.items() if k != "problems"},
         **summarize(inst_stats),
         "seconds": 0.0,
+        "seconds_by_phase": {"read": t_read - t0, "tokenize": t_tok - t_read, "instances": t_inst - t_tok},
         "problems": stats["problems"],
     }
     _write(arrays, args, tokenizer, summary, t0)
+    summary["seconds_by_phase"]["write"] = time.perf_counter() - t_inst
     return summary
 
 

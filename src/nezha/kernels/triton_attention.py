@@ -74,11 +74,10 @@ def _mm(a, b, DOT_PREC: tl.constexpr):
 
 
 @triton.jit
-def _swap_pairs(x, HEAD_DIM: tl.constexpr):
-    """``x[:, d ^ 1]`` for a register tile ``(BM, D)``, as an exact product with a permutation matrix."""
-    offs = tl.arange(0, HEAD_DIM)
-    perm = tl.where(offs[:, None] == (offs[None, :] ^ 1), 1.0, 0.0)  # (D, D)
-    return tl.dot(x, perm, input_precision="ieee")
+def _swap_pairs(x, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """``x[:, d ^ 1]`` for a register tile ``(BLOCK, D)``: split into even/odd dims and join them swapped."""
+    even, odd = tl.split(tl.reshape(x, (BLOCK, HEAD_DIM // 2, 2)))
+    return tl.reshape(tl.join(odd, even), (BLOCK, HEAD_DIM))
 
 
 @triton.jit
@@ -100,11 +99,11 @@ def _rotate(base, stride_t, x, offs_t, T, Cos, Sin, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
-def _rotate_back(acc, offs_t, T, Cos, Sin, HEAD_DIM: tl.constexpr):
+def _rotate_back(acc, offs_t, T, Cos, Sin, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr):
     """``M(phi_i) acc_i`` for fp32 register rows: turns sums of ``U_j`` into sums of ``table[j - i + K]``."""
     cs = _load_rows(Cos, HEAD_DIM, offs_t, T, HEAD_DIM, False)
     sn = _load_rows(Sin, HEAD_DIM, offs_t, T, HEAD_DIM, False)
-    return cs * acc - sn * _swap_pairs(acc, HEAD_DIM)
+    return cs * acc - sn * _swap_pairs(acc, BLOCK, HEAD_DIM)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -223,7 +222,7 @@ def _fwd_kernel(
     band_scale = tl.where(m_band == float("-inf"), 0.0, tl.exp2(m_band - m_ref))
     acc_u = acc_u * band_scale[:, None]
 
-    out = acc_v + _rotate_back(acc_u, offs_m, T, Cos, Sin, HEAD_DIM)
+    out = acc_v + _rotate_back(acc_u, offs_m, T, Cos, Sin, BLOCK_M, HEAD_DIM)
     out += mass_l[:, None] * t_left[None, :] + mass_r[:, None] * t_right[None, :]
     out = out / l_i[:, None]
     m_valid = offs_m < T
@@ -456,7 +455,7 @@ def _dq_kernel(
         k_base, skt, v_base, svt, mask_base, U, band_hi, T, T, K, qk_scale, seed, bh, dropout_p,
         2, BLOCK_N, HEAD_DIM, HAS_MASK, DROPOUT, DOT_PREC,
     )
-    dq += _rotate_back(dq_u, offs_m, T, Cos, Sin, HEAD_DIM)
+    dq += _rotate_back(dq_u, offs_m, T, Cos, Sin, BLOCK_M, HEAD_DIM)
     dq += ds_l[:, None] * t_left[None, :] + ds_r[:, None] * t_right[None, :]
     dq *= sm_scale
     g_ptrs = DQ + b * sgb + h * sgh + offs_m[:, None] * sgt + offs_d[None, :]

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import nezha.modeling as modeling
 from nezha import NezhaConfig, NezhaForSequenceClassification, NezhaForTokenClassification
 from nezha.cli import main
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime (the onnx extra) is not installed")
 pytest.importorskip("onnxscript", reason="onnxscript (the onnx extra, needed by torch.onnx.export) is not installed")
 
-from nezha.onnx_export import export_mode, export_onnx  # noqa: E402
+from nezha.onnx_export import export_onnx  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf_nezha_tiny"
 
@@ -62,20 +61,10 @@ def test_onnx_matches_pytorch_at_two_sequence_lengths(cls, task, tmp_path):
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
 
 
-def test_export_mode_restores_the_model_code():
-    attention, check = modeling.relative_attention, modeling._check_inputs
-    with pytest.raises(RuntimeError), export_mode():
-        assert modeling.relative_attention is not attention
-        raise RuntimeError
-    assert modeling.relative_attention is attention and modeling._check_inputs is check
-
-
 def test_export_attention_equals_the_eager_chunked_path(monkeypatch):
     from nezha import attention
 
     monkeypatch.setattr(attention, "CHUNK_ELEMENTS", 64)  # many small chunks on the eager side
-    from nezha.onnx_export import export_attention
-
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 50, 8, generator=g) for _ in range(3))
     table = attention.relative_position_table(6, 8)
@@ -83,7 +72,7 @@ def test_export_attention_equals_the_eager_chunked_path(monkeypatch):
     mask[1, ..., 30:] = torch.finfo(torch.float32).min
     with torch.no_grad():
         eager = attention.relative_attention(q, k, v, table, mask, max_relative_position=6)
-        exported = export_attention(q, k, v, table, mask, max_relative_position=6)
+        exported = attention._whole_sequence(q, k, v, table, mask, 6)
     torch.testing.assert_close(exported, eager, rtol=0, atol=1e-5)
 
 

@@ -108,6 +108,16 @@ def _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position
     return out, chunk
 
 
+def _whole_sequence(q, k, v, table, mask, max_relative_position):
+    """All queries in one block, no in-place writes: the form graph exporters (ONNX, torch.export) can trace
+    with symbolic sequence lengths. Memory is ``B * H * T * T`` scores, still never a ``(T, T, D)`` tensor."""
+    T, D = q.shape[-2], q.shape[-1]
+    table = table.to(q.dtype)
+    buckets = relative_buckets(torch.arange(T, device=q.device), T, max_relative_position)  # (T, T)
+    probs = _probs(q * (1.0 / math.sqrt(D)), k, table, mask, buckets).to(q.dtype)  # (B, H, T, T)
+    return torch.matmul(probs, v) + torch.matmul(_bucket_mass(probs, buckets, table.shape[0]), table)
+
+
 class _RelativeAttention(torch.autograd.Function):
     """Chunked relative attention with recomputation in backward; see the module docstring."""
 
@@ -210,6 +220,8 @@ def relative_attention(
     if mask is not None:
         mask = mask.to(_acc_dtype(q.dtype))
     with torch.autocast(device_type=q.device.type, enabled=False):
+        if torch.compiler.is_exporting():
+            return _whole_sequence(q, k, v, table, mask, max_relative_position)
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             return _RelativeAttention.apply(q, k, v, table, mask, dropout_p, seed, max_relative_position)
         # Inference (and ONNX tracing): the same computation without the autograd wrapper.

@@ -1,20 +1,16 @@
 """Export NEZHA models to ONNX with dynamic batch and sequence axes, and check them against PyTorch.
 
-The eager attention path is written for training memory: it loops over query chunks whose size is a Python int
-computed from the input shape, fills an output buffer in place, and the model validates token ids with
-data-dependent ``int(tensor.max())`` checks. None of that survives export with symbolic shapes (the loop would be
-frozen at the example's length, the checks cannot be traced). During export this module therefore swaps in
-:func:`export_attention`, the same math (the same helper functions of :mod:`nezha.attention`) over the whole
-sequence at once, written without in-place writes, and skips the input checks (an ONNX graph cannot raise).
-Both swaps are undone when export finishes; :func:`export_onnx` then runs ONNX Runtime at two sequence lengths
-other than the example's and refuses to keep a graph that disagrees with PyTorch.
+The eager attention path loops over query chunks sized by Python ints and writes in place, and the model checks
+token ids with data-dependent reads; neither survives export with symbolic shapes. While exporting
+(``torch.compiler.is_exporting()``) the attention therefore runs its whole-sequence form and the input checks are
+skipped (an ONNX graph cannot raise). :func:`export_onnx` then runs ONNX Runtime at two sequence lengths other than
+the example's and refuses to keep a graph that disagrees with PyTorch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -25,7 +21,6 @@ import torch
 from torch import nn
 
 import nezha.modeling as modeling
-from nezha.attention import _bucket_mass, _probs, relative_buckets
 
 # task -> (model class, output names in order)
 TASKS: dict[str, tuple[type[modeling.NezhaPreTrainedModel], tuple[str, ...]]] = {
@@ -38,33 +33,6 @@ TASKS: dict[str, tuple[type[modeling.NezhaPreTrainedModel], tuple[str, ...]]] = 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Output axes that follow the input's sequence length (everything has a dynamic batch axis 0).
 _SEQ_OUTPUTS = {"last_hidden_state", "start_logits", "end_logits"}
-
-
-def export_attention(q, k, v, table, mask, *, max_relative_position, dropout_p=0.0, backend="eager"):
-    """Relative attention over the whole sequence in one block (inference only): ``(B, H, T, D)`` in and out.
-
-    Memory is ``B * H * T * T`` scores, as in any exported attention; no ``(T, T, D)`` tensor.
-    """
-    T, D = q.shape[-2], q.shape[-1]
-    table = table.to(q.dtype)
-    buckets = relative_buckets(torch.arange(T, device=q.device), T, max_relative_position)  # (T, T)
-    if mask is not None:
-        mask = mask.to(torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype)
-    probs = _probs(q * (1.0 / math.sqrt(D)), k, table, mask, buckets)  # (B, H, T, T)
-    probs = probs.to(q.dtype)
-    return torch.matmul(probs, v) + torch.matmul(_bucket_mass(probs, buckets, table.shape[0]), table)
-
-
-@contextlib.contextmanager
-def export_mode() -> Iterator[None]:
-    """Inside: the model uses :func:`export_attention` and skips data-dependent input checks."""
-    saved = modeling.relative_attention, modeling._check_inputs
-    modeling.relative_attention = export_attention
-    modeling._check_inputs = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        modeling.relative_attention, modeling._check_inputs = saved
 
 
 @contextlib.contextmanager
@@ -146,7 +114,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with export_mode(), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 wrapper, example, dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),

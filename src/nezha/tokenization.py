@@ -69,7 +69,15 @@ _CJK_RANGES = (
     (0xF900, 0xFAFF),
     (0x2F800, 0x2FA1F),
 )
-_KIND_BITS = {"remove": 1, "whitespace": 2, "punctuation": 4, "nonspacing_mark": 8, "cjk": 16, "combining": 32}
+_KIND_BITS = {
+    "remove": 1,
+    "whitespace": 2,
+    "punctuation": 4,
+    "nonspacing_mark": 8,
+    "cjk": 16,
+    "combining": 32,
+    "unstable": 64,
+}
 
 
 def _cache_dir() -> Path:
@@ -86,7 +94,7 @@ def _python_char_kinds() -> np.ndarray:
     Classifying 1.1M code points takes ~0.4 s, so the table is cached on disk per Unicode database version
     (``$NEZHA_CACHE``, else ``~/.cache/nezha``); an unusable cache is simply recomputed.
     """
-    path = _cache_dir() / f"bert_char_kinds-unicode{unicodedata.unidata_version}-v2.npy"
+    path = _cache_dir() / f"bert_char_kinds-unicode{unicodedata.unidata_version}-v3.npy"
     try:
         cached = np.load(path, allow_pickle=False)
         if cached.shape == (sys.maxunicode + 1,) and cached.dtype == np.uint8:
@@ -123,6 +131,13 @@ def _compute_char_kinds() -> np.ndarray:
         out[lo : hi + 1] = 4
     for lo, hi in _CJK_RANGES:
         out[lo : hi + 1] |= 16
+    # isolated characters some normalization step changes (NFC, NFD, lower-case): never mapped directly
+    for cp in np.flatnonzero((out & (4 | 16)) != 0).tolist():
+        c = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        if unicodedata.normalize("NFD", c) != c or unicodedata.normalize("NFC", c) != c or c.lower() != c:
+            out[cp] |= 64
     out[0xD800:0xE000] = 0  # surrogates cannot reach Rust
     return out
 
@@ -314,12 +329,10 @@ class NezhaTokenizer:
                 ((kinds & (_KIND_BITS["punctuation"] | _KIND_BITS["cjk"])) != 0) & ((kinds & _KIND_BITS["remove"]) == 0)
             )  # (unassigned code points inside the CJK blocks are removed, not isolated)
             unk = self.unk_id
-            for cp in isolated.tolist():
-                c = chr(cp)
-                # only characters every normalization step leaves alone (NFC, lower-case, NFD, mark removal)
-                if unicodedata.normalize("NFD", c) != c or unicodedata.normalize("NFC", c) != c or c.lower() != c:
-                    continue
-                direct[cp] = self.vocab.get(c, unk)
+            # only characters every normalization step leaves alone (NFC, lower-case, NFD, mark removal)
+            isolated = isolated[(kinds[isolated] & _KIND_BITS["unstable"]) == 0]
+            get = self.vocab.get
+            direct[isolated] = [get(c, unk) for c in map(chr, isolated.tolist())]
             combining = (kinds & _KIND_BITS["combining"]) != 0
             direct[combining] = -1
             space = (kinds & _KIND_BITS["whitespace"]) != 0

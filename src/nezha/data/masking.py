@@ -227,17 +227,26 @@ def mask_batch(
     M = cfg.max_predictions_per_seq
     budget = np.minimum(M, np.maximum(1, np.rint(lengths * cfg.masked_lm_prob).astype(np.int64)))  # (N,)
     starts = unit_starts & candidates
-    uid = np.cumsum(starts, axis=1) - 1  # (N, L) unit index of each position
-    uid = np.where(candidates, uid, 0)
-    flat = (np.arange(n)[:, None] * L + uid)[candidates]
-    unit_len = np.bincount(flat, minlength=n * L).reshape(n, L)  # (N, L) length of unit u of row i, 0 = none
     keys = rng.random((n, L))
-    keys[unit_len == 0] = 2.0
-    order = np.argsort(keys, axis=1, kind="stable")  # (N, L) units in visiting order, real units first
-    sorted_len = np.take_along_axis(unit_len, order, axis=1)
-    if unit_len.max(initial=0) <= 1:
-        accept_sorted = (np.arange(L)[None, :] < budget[:, None]) & (sorted_len > 0)
+    if (starts == candidates).all():
+        # Static masking: every unit is one position; the first `budget` in key order are the `budget` smallest
+        # keys among the candidates (argpartition + a sort of M columns instead of sorting all L).
+        keys[~candidates] = 2.0
+        m = min(M, L)
+        part = np.argpartition(keys, m - 1, axis=1)[:, :m] if m < L else np.argsort(keys, axis=1)
+        part = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
+        take = (np.arange(part.shape[1])[None, :] < budget[:, None]) & candidates[np.arange(n)[:, None], part]
+        chosen = np.zeros((n, L), dtype=bool)
+        np.put_along_axis(chosen, part, take, axis=1)
+        unit_len_at = np.ones((n, L), np.int64)
     else:
+        uid = np.cumsum(starts, axis=1) - 1  # (N, L) unit index of each position
+        uid = np.where(candidates, uid, 0)
+        flat = (np.arange(n)[:, None] * L + uid)[candidates]
+        unit_len = np.bincount(flat, minlength=n * L).reshape(n, L)  # (N, L) length of unit u of row i, 0 = none
+        keys[unit_len == 0] = 2.0
+        order = np.argsort(keys, axis=1, kind="stable")  # (N, L) units in visiting order, real units first
+        sorted_len = np.take_along_axis(unit_len, order, axis=1)
         accept_sorted = np.zeros((n, L), dtype=bool)
         taken = np.zeros(n, dtype=np.int64)
         for k in range(int((unit_len > 0).sum(1).max(initial=0))):
@@ -247,25 +256,27 @@ def mask_batch(
             taken += ok * lk
             if (taken >= budget).all():
                 break
-    accepted = np.zeros((n, L), dtype=bool)
-    np.put_along_axis(accepted, order, accept_sorted, axis=1)  # (N, L) indexed by unit
-    chosen = candidates & np.take_along_axis(accepted, uid, axis=1)  # (N, L) by position
-
-    u = rng.random((n, L))
-    v = rng.random((n, L))
-    random_ids = rng.integers(0, cfg.vocab_size, (n, L), dtype=np.int64)
-    to_mask = chosen & (u < MASK_PROB)
-    to_random = chosen & (u >= MASK_PROB) & (v >= KEEP_PROB_OF_REST)
-    out = input_ids.copy()
-    out[to_mask] = cfg.mask_id
-    out[to_random] = random_ids[to_random]
+        accepted = np.zeros((n, L), dtype=bool)
+        np.put_along_axis(accepted, order, accept_sorted, axis=1)  # (N, L) indexed by unit
+        chosen = candidates & np.take_along_axis(accepted, uid, axis=1)  # (N, L) by position
+        unit_len_at = np.take_along_axis(unit_len, uid, axis=1)
 
     rows, cols = np.nonzero(chosen)  # row-major: positions ascending within a row
+    # 80% [MASK], 10% random id, 10% unchanged, drawn for the chosen positions only
+    u = rng.random(len(rows))
+    v = rng.random(len(rows))
+    random_ids = rng.integers(0, cfg.vocab_size, len(rows), dtype=np.int64)
+    to_mask = u < MASK_PROB
+    to_random = (u >= MASK_PROB) & (v >= KEEP_PROB_OF_REST)
+    out = input_ids.copy()
+    out[rows[to_mask], cols[to_mask]] = cfg.mask_id
+    out[rows[to_random], cols[to_random]] = random_ids[to_random]
+
     counts = chosen.sum(1)
     rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
     positions = np.zeros((n, M), np.int32)
     labels = np.zeros((n, M), np.int32)
     positions[rows, rank] = cols
     labels[rows, rank] = input_ids[rows, cols]
-    multi = int((np.take_along_axis(unit_len, uid, axis=1)[chosen] > 1).sum())
+    multi = int((unit_len_at[rows, cols] > 1).sum())
     return MaskedBatch(out, positions, labels, counts.astype(np.int32), int(to_mask.sum()), int(to_random.sum()), multi)

@@ -242,10 +242,10 @@ def tokenize_corpus(
 ) -> TokenizedCorpus:
     """Phase 1: every document's sentences to ids (empty-token sentences and documents dropped, as BERT does)."""
     sentences = [line for d in docs for line in d.lines]
-    where = [(d.file_index, n) for d in docs for n in d.line_numbers]
     is_cont = np.array([t.startswith("##") for t in tokenizer.vocab_list], dtype=bool)
-    segmenter = "whitespace (--pre_segmented)" if args.pre_segmented else _segmenter(args.segmenter)[0]
-    stats["segmenter"] = segmenter if args.do_whole_word_mask else None
+    stats["segmenter"] = None
+    if args.do_whole_word_mask:
+        stats["segmenter"] = "whitespace (--pre_segmented)" if args.pre_segmented else _segmenter(args.segmenter)[0]
     fn = _Phase1(tokenizer, args.do_whole_word_mask, args.pre_segmented, args.segmenter, is_cont)
     tasks = [sentences[i : i + SENTENCES_PER_TASK] for i in range(0, len(sentences), SENTENCES_PER_TASK)]
     ids_parts, len_parts, unit_parts = [], [], []
@@ -275,7 +275,7 @@ def tokenize_corpus(
             long_lines += 1
             if long_lines <= 5:
                 msg = (
-                    f"{paths[where[k + j][0]]}:{where[k + j][1]}: a line of {int(dl[j]):,} tokens (one sentence a "
+                    f"{paths[d.file_index]}:{d.line_numbers[j]}: a line of {int(dl[j]):,} tokens (one sentence a "
                     f"line expected); split into pieces of {limit} tokens"
                 )
                 log.warning(msg)

@@ -5,17 +5,18 @@ each, punctuation is split off, ``do_lower_case`` lower-cases and strips accents
 Every token carries ``(start, end)`` character offsets into the original text, which NER and reading comprehension
 need to map predictions back.
 
-Where the Rust ``BertNormalizer`` and the Python ``BasicTokenizer`` disagree, the pipeline adds a step so that ids
-stay equal (checked on the People's Daily, review and CMRC 2018 corpora and on every Unicode code point):
+The Rust ``BertNormalizer``/``BertPreTokenizer`` alone differ from the Python ``BasicTokenizer`` on ~750 code
+points (unassigned ones, which Python removes as ``Cn``; punctuation and marks newer than the Rust tables; the
+first 256 characters of CJK extension E, outside the Rust CJK range; and Python's NFC, which maps CJK
+compatibility ideographs when lower-casing is off). So the pipeline is rebuilt from ``Replace``/``NFC``/
+``Lowercase``/``NFD``/``Split`` steps whose character classes come from this interpreter's ``unicodedata``, the
+tables ``BertTokenizer`` uses: ids and offsets are equal on every one of the 1,112,064 code points and on the
+People's Daily, review and CMRC 2018 corpora (tests/test_tokenization.py). U+2028/U+2029 are whitespace to Rust
+and separators to Python's ``str.split``: both split there, so the vocab's U+2028 entries (ids 343 and 13502)
+are unreachable on either side, as in BERT.
 
-- Python drops every character of category ``C*`` *as its own Unicode database defines it*, unassigned code points
-  (``Cn``) included; the Rust tables miss ``Cn`` and lag Unicode versions. A ``Replace`` built from Python's
-  ``unicodedata`` at run time removes exactly the characters Python would.
-- Python applies NFC before splitting words; with lower-casing on, the later NFD accent stripping makes that moot,
-  but with ``do_lower_case=False`` CJK compatibility ideographs (U+F900..) become their unified forms, so an ``NFC``
-  step follows in that case.
-- U+2028/U+2029 are whitespace to Rust and separators to Python's ``str.split``: both split there, so the vocab's
-  U+2028 entries (ids 343 and 13502) are unreachable on either side.
+:meth:`NezhaTokenizer.encode_flat` is the fast path for pretraining data: characters BERT isolates and no
+normalization changes map straight to ids, and only the runs between them go through Rust.
 """
 
 from __future__ import annotations

@@ -300,3 +300,11 @@ def test_read_documents_starts_a_document_per_file(tmp_path):
     docs = read_documents([a, b], stats=stats)
     assert [d.lines for d in docs] == [["一。", "二。"], ["三。"], ["四。"]]
     assert [d.line_numbers for d in docs] == [[1, 2], [3], [6]]
+
+
+def test_ngram_masking_through_prepare(people_daily, chinese_vocab, tmp_path):
+    summary = prepare(_args(people_daily["raw"], tmp_path / "o", chinese_vocab, dupe_factor=1, max_ngram=3,
+                            do_whole_word_mask=True))
+    b = _all(PretrainingShards(tmp_path / "o"))
+    assert (b["num_masked"] <= 20).all() and 0.13 < summary["masked_fraction"] < 0.155
+    assert summary["wwm_share"] > 0.7  # spans of words: most masked positions sit in multi-piece spans

@@ -16,8 +16,9 @@ fall into three regions:
 
 Each program owns one query tile (forward, dq) or one key tile (dk, dv) and streams the other side in three loops
 (band tiles, then the fully-left and fully-right tiles, which need no ``U`` work) with an online softmax in the
-exp2 domain. Nothing of size ``(B, H, T, T)`` is ever stored: the forward saves the output and a base-2 log-sum-exp
-per query; the backward recomputes the probabilities tile by tile. Attention dropout regenerates its keep-mask from
+exp2 domain. Nothing of size ``(B, H, T, T)`` is ever stored: the forward saves the output, a base-2 log-sum-exp
+per query and the rotated queries ``q'``; the backward (dq kernel first, which also writes the rotated output
+gradients, then dk/dv) recomputes the probabilities tile by tile. Attention dropout regenerates its keep-mask from
 a Philox seed and the element's ``(b, h, i, j)`` offset, so the backward pass sees the same mask.
 
 Precision: matmuls take the input dtype (bf16/fp16 on tensor cores, fp32 as exact IEEE), softmax statistics and
@@ -42,7 +43,8 @@ LOG2E = 1.4426950408889634
 
 # Tile sizes used under the interpreter (and with NEZHA_TRITON_AUTOTUNE=0 on a GPU, where FIXED_GPU_BLOCKS apply).
 INTERPRET_BLOCKS = {"fwd": (32, 32), "dkdv": (32, 32), "dq": (32, 32)}
-FIXED_GPU_BLOCKS = {"fwd": (128, 64, 4, 3), "dkdv": (64, 128, 8, 3), "dq": (128, 64, 8, 3)}  # BM, BN, warps, stages
+# Small fixed tiles: lowest register and shared-memory pressure, so they compile for every dtype and head size.
+FIXED_GPU_BLOCKS = {"fwd": (64, 64, 4, 2), "dkdv": (64, 64, 4, 2), "dq": (64, 64, 4, 2)}  # BM, BN, warps, stages
 
 
 def autotune_choices() -> dict[str, dict[str, str]]:
@@ -166,7 +168,7 @@ def _fwd_tiles(
 
 @triton.jit(do_not_specialize=["T", "K", "seed"])
 def _fwd_kernel(
-    Q, Kt, V, Out, Lse, Mask, U, Cos, Sin, Ends,
+    Q, Kt, V, Out, Lse, QRot, Mask, U, Cos, Sin, Ends,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, smb,
     H, T, K, sm_scale, seed, dropout_p,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -229,6 +231,9 @@ def _fwd_kernel(
     o_ptrs = Out + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :]
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=m_valid[:, None])
     tl.store(Lse + bh.to(tl.int64) * T + offs_m, m_ref + tl.log2(l_i), mask=m_valid)
+    # The rotated queries, saved for the dk/dv kernel (which would otherwise rebuild them in every band tile).
+    rows = bh.to(tl.int64) * T + offs_m
+    tl.store(QRot + rows[:, None] * HEAD_DIM + offs_d[None, :], q_rot, mask=m_valid[:, None])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -239,7 +244,7 @@ def _fwd_kernel(
 @triton.jit
 def _dkdv_tiles(
     dk, dv, k, v, u, offs_n, mask_add,
-    q_base, sqt, do_base, sdt, lse_base, delta_base, Cos, Sin, t_left, t_right,
+    q_base, sqt, do_base, sdt, lse_base, delta_base, qrot_base, dorot_base, t_left, t_right,
     lo, hi, T, K, qk_scale, seed, bh, dropout_p,
     REGION: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
     DROPOUT: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -255,8 +260,8 @@ def _dkdv_tiles(
         s = _mm(k, tl.trans(q), DOT_PREC) * qk_scale  # (BN, BM)
         dp = _mm(v, tl.trans(do), DOT_PREC)  # (BN, BM)
         if REGION == 1:
-            q_rot = _rotate(q_base, sqt, q, offs_m, T, Cos, Sin, HEAD_DIM)
-            do_rot = _rotate(do_base, sdt, do, offs_m, T, Cos, Sin, HEAD_DIM)
+            q_rot = _load_rows(qrot_base, HEAD_DIM, offs_m, T, HEAD_DIM, False)
+            do_rot = _load_rows(dorot_base, HEAD_DIM, offs_m, T, HEAD_DIM, False)
             rel = offs_n[:, None] - offs_m[None, :]  # j - i
             in_band = (rel > -K) & (rel < K)
             is_left = rel <= -K
@@ -288,7 +293,7 @@ def _dkdv_tiles(
 
 @triton.jit(do_not_specialize=["T", "K", "seed"])
 def _dkdv_kernel(
-    Q, Kt, V, DO, DK, DV, Lse, Delta, Mask, U, Cos, Sin, Ends,
+    Q, Kt, V, DO, DK, DV, Lse, Delta, QRot, DORot, Mask, U, Ends,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt, sgb, sgh, sgt, smb,
     H, T, K, sm_scale, seed, dropout_p,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -315,6 +320,8 @@ def _dkdv_kernel(
     do_base = DO + b * sdb + h * sdh
     lse_base = Lse + bh.to(tl.int64) * T
     delta_base = Delta + bh.to(tl.int64) * T
+    qrot_base = QRot + bh.to(tl.int64) * T * HEAD_DIM
+    dorot_base = DORot + bh.to(tl.int64) * T * HEAD_DIM
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
 
@@ -323,17 +330,17 @@ def _dkdv_kernel(
     band_lo = (tl.maximum(start_n - K + 1, 0) // BLOCK_M) * BLOCK_M
     band_hi = tl.cdiv(tl.minimum(start_n + BLOCK_N - 1 + K, T), BLOCK_M) * BLOCK_M
     dk, dv = _dkdv_tiles(
-        dk, dv, k, v, u, offs_n, mask_add, q_base, sqt, do_base, sdt, lse_base, delta_base, Cos, Sin,
+        dk, dv, k, v, u, offs_n, mask_add, q_base, sqt, do_base, sdt, lse_base, delta_base, qrot_base, dorot_base,
         t_left, t_right, band_lo, band_hi, T, K, qk_scale, seed, bh, dropout_p,
         1, BLOCK_M, HEAD_DIM, DROPOUT, DOT_PREC,
     )
     dk, dv = _dkdv_tiles(
-        dk, dv, k, v, u, offs_n, mask_add, q_base, sqt, do_base, sdt, lse_base, delta_base, Cos, Sin,
+        dk, dv, k, v, u, offs_n, mask_add, q_base, sqt, do_base, sdt, lse_base, delta_base, qrot_base, dorot_base,
         t_left, t_right, 0, band_lo, T, K, qk_scale, seed, bh, dropout_p,
         2, BLOCK_M, HEAD_DIM, DROPOUT, DOT_PREC,
     )
     dk, dv = _dkdv_tiles(
-        dk, dv, k, v, u, offs_n, mask_add, q_base, sqt, do_base, sdt, lse_base, delta_base, Cos, Sin,
+        dk, dv, k, v, u, offs_n, mask_add, q_base, sqt, do_base, sdt, lse_base, delta_base, qrot_base, dorot_base,
         t_left, t_right, band_hi, T, T, K, qk_scale, seed, bh, dropout_p,
         0, BLOCK_M, HEAD_DIM, DROPOUT, DOT_PREC,
     )
@@ -402,7 +409,7 @@ def _dq_tiles(
 
 @triton.jit(do_not_specialize=["T", "K", "seed"])
 def _dq_kernel(
-    Q, Kt, V, DO, DQ, Lse, Delta, Mask, U, Cos, Sin, Ends,
+    Q, Kt, V, DO, DQ, Lse, Delta, DORot, Mask, U, Cos, Sin, Ends,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt, sgb, sgh, sgt, smb,
     H, T, K, sm_scale, seed, dropout_p,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -460,6 +467,8 @@ def _dq_kernel(
     dq *= sm_scale
     g_ptrs = DQ + b * sgb + h * sgh + offs_m[:, None] * sgt + offs_d[None, :]
     tl.store(g_ptrs, dq.to(DQ.dtype.element_ty), mask=m_valid[:, None])
+    rows = bh.to(tl.int64) * T + offs_m  # the rotated output gradients, for the dk/dv kernel that runs next
+    tl.store(DORot + rows[:, None] * HEAD_DIM + offs_d[None, :], do_rot, mask=m_valid[:, None])
 
 
 @triton.jit
@@ -484,13 +493,14 @@ def _gpu_configs(shapes):
 
 
 _TUNE_KEY = ["T", "HEAD_DIM", "HAS_MASK", "DROPOUT", "DOT_PREC"]
-_fwd_tuned = triton.autotune(_gpu_configs([(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3)]), key=_TUNE_KEY)(
+# Two fp32 accumulators (values and band U) per row: 128-row tiles want 8 warps to stay clear of spills.
+_fwd_tuned = triton.autotune(_gpu_configs([(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)]), key=_TUNE_KEY)(
     _fwd_kernel
 )
-_dkdv_tuned = triton.autotune(_gpu_configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3)]), key=_TUNE_KEY)(
+_dkdv_tuned = triton.autotune(_gpu_configs([(64, 128, 8, 3), (32, 128, 8, 3), (64, 64, 4, 3)]), key=_TUNE_KEY)(
     _dkdv_kernel
 )
-_dq_tuned = triton.autotune(_gpu_configs([(128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3)]), key=_TUNE_KEY)(
+_dq_tuned = triton.autotune(_gpu_configs([(128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3)]), key=_TUNE_KEY)(
     _dq_kernel
 )
 
@@ -588,23 +598,24 @@ class _FusedRelativeAttention(torch.autograd.Function):
         smb = 0 if mask is None or mask.shape[0] == 1 else mask.stride(0)  # a batch-1 mask broadcasts
         out = torch.empty_like(q)
         lse = torch.empty(B * H, T, device=q.device, dtype=torch.float32)
+        q_rot = torch.empty(B * H, T, D, device=q.device, dtype=q.dtype)  # M(phi_i)^T q_i, kept for backward
         flags = dict(
             HEAD_DIM=D, HAS_MASK=mask is not None, DROPOUT=dropout_p > 0,
             DOT_PREC=_dot_precision(q.dtype),
         )
         args = (
-            q, k, v, out, lse, mask_bt, u, cos, sin, ends,
+            q, k, v, out, lse, q_rot, mask_bt, u, cos, sin, ends,
             *_strides(q), *_strides(k), *_strides(v), *_strides(out), smb,
             H, T, max_relative_position, 1.0 / math.sqrt(D), seed, dropout_p,
         )
         _launch("fwd", _fwd_kernel, _fwd_tuned, 0, T, B * H, args, flags, blocks)
-        ctx.save_for_backward(q, k, v, out, lse, mask_bt, ends)
+        ctx.save_for_backward(q, k, v, out, lse, q_rot, mask_bt, ends)
         ctx.params = (max_relative_position, dropout_p, seed, blocks, smb, flags)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, lse, mask_bt, ends = ctx.saved_tensors
+        q, k, v, out, lse, q_rot, mask_bt, ends = ctx.saved_tensors
         max_relative_position, dropout_p, seed, blocks, smb, flags = ctx.params
         B, H, T, D = q.shape
         do = _dense_last(grad_out.to(q.dtype))
@@ -614,10 +625,11 @@ class _FusedRelativeAttention(torch.autograd.Function):
         dq, dk, dv = (torch.empty(q.shape, device=q.device, dtype=q.dtype) for _ in range(3))
         common = (*_strides(do), *_strides(dq), smb, H, T, max_relative_position, 1.0 / math.sqrt(D), seed, dropout_p)
         head = (*_strides(q), *_strides(k), *_strides(v))
-        dkdv_args = (q, k, v, do, dk, dv, lse, delta, mask_bt, u, cos, sin, ends, *head, *common)
-        _launch("dkdv", _dkdv_kernel, _dkdv_tuned, 1, T, B * H, dkdv_args, flags, blocks)
-        dq_args = (q, k, v, do, dq, lse, delta, mask_bt, u, cos, sin, ends, *head, *common)
+        do_rot = torch.empty_like(q_rot)  # written by the dq kernel, read by the dk/dv kernel
+        dq_args = (q, k, v, do, dq, lse, delta, do_rot, mask_bt, u, cos, sin, ends, *head, *common)
         _launch("dq", _dq_kernel, _dq_tuned, 0, T, B * H, dq_args, flags, blocks)
+        dkdv_args = (q, k, v, do, dk, dv, lse, delta, q_rot, do_rot, mask_bt, u, ends, *head, *common)
+        _launch("dkdv", _dkdv_kernel, _dkdv_tuned, 1, T, B * H, dkdv_args, flags, blocks)
         return dq, dk, dv, None, None, None, None, None, None
 
 

@@ -22,6 +22,7 @@ training run on sequences of thousands of tokens on a CPU.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -165,21 +166,25 @@ class _RelativeAttention(torch.autograd.Function):
         return dq, dk.to(q.dtype), dv.to(q.dtype), None, None, None, None, None
 
 
+@functools.cache
+def _kernels():
+    """The fused-kernel package if it can run in this process, else None (checked once, not per layer call)."""
+    from nezha import kernels
+
+    return kernels if kernels.is_available() else None
+
+
 def _fused_backend(backend: str, q: torch.Tensor):
     """The fused Triton kernel when asked for (or on GPU under "auto") and usable here; else None (eager)."""
     if backend == "eager" or (backend == "auto" and not q.is_cuda):
         return None
-    try:
-        from nezha.kernels import triton_attention
-    except ImportError as e:
+    kernels = _kernels()
+    if kernels is None:
         if backend == "triton":
-            raise ValueError(f"attention_backend='triton' needs the triton extra (nezha[triton]): {e}") from None
+            raise ValueError("attention_backend='triton' needs the triton extra (pip install 'nezha[triton]') and a "
+                             "CUDA device (or TRITON_INTERPRET=1)")
         return None
-    if not triton_attention.is_available():
-        if backend == "triton":
-            raise ValueError("attention_backend='triton' needs a CUDA device (or TRITON_INTERPRET=1)")
-        return None
-    return triton_attention.triton_relative_attention
+    return kernels.triton_relative_attention
 
 
 def relative_attention(

@@ -76,15 +76,15 @@ def flops_per_step(cfg: NezhaConfig, model, batch: int, seq: int, max_pred: int)
     return dense + decoder + attention
 
 
-def time_steps(model_cfg: NezhaConfig, *, batch: int, seq: int, max_pred: int, steps: int, warmup: int,
-               precision: Precision, device, masked_head: bool = True, optimizer: str = "lamb") -> dict:
+def make_stepper(model_cfg: NezhaConfig, *, batch: int, seq: int, max_pred: int, precision: Precision, device,
+                 masked_head: bool = True, optimizer: str = "lamb"):
+    """A closure running one full optimizer step, plus the model (built once, reused across timing rounds)."""
     torch.manual_seed(0)
     model = NezhaForPreTraining(model_cfg)
     wrapped = wrap_model(model, DistInfo(device=device))
     opt = build_optimizer(model, optimizer, lr=1e-4)
     scaler = precision.grad_scaler()
-    gen = torch.Generator().manual_seed(0)
-    mb = make_batch(model_cfg, batch, seq, max_pred, device, gen)
+    mb = make_batch(model_cfg, batch, seq, max_pred, device, torch.Generator().manual_seed(0))
     n_masked = float(batch * max_pred)
     sums = pretraining_sums if masked_head else full_head_sums
 
@@ -92,22 +92,28 @@ def time_steps(model_cfg: NezhaConfig, *, batch: int, seq: int, max_pred: int, s
         mlm, nsp, stats = sums(engine, b)
         return mlm / n_masked + nsp / batch, stats
 
-    times = []
-    for i in range(warmup + steps):
+    def step() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
         train_step(wrapped, [mb], loss_fn, opt, scaler, precision, max_grad_norm=1.0)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    step_s = statistics.median(times)
-    out = {"batch": batch, "seq": seq, "max_pred": max_pred, "step_s": step_s, "seq_per_s": batch / step_s,
-           "tokens_per_s": batch * seq / step_s, "params": sum(p.numel() for p in model.parameters()),
-           "flops_per_step": flops_per_step(model_cfg, model, batch, seq, max_pred)}
-    out["achieved_tflops"] = out["flops_per_step"] / step_s / 1e12
-    return out
+        return time.perf_counter() - t
+
+    return step, model
+
+
+def time_interleaved(steppers: dict, *, steps: int, warmup: int, rounds: int) -> dict[str, float]:
+    """Median step time of each stepper, rounds interleaved so machine noise hits all alike; best round kept."""
+    for fn in steppers.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(steppers, math.inf)
+    for _ in range(rounds):
+        for name, fn in steppers.items():
+            best[name] = min(best[name], statistics.median(fn() for _ in range(steps)))
+    return best
 
 
 def lamb_step_ratio(cfg: NezhaConfig, device, repeats: int) -> dict:
@@ -161,7 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="default: 16 (tiny/small), 8 (base) on CPU; 64 on GPU")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--max_pred", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5 on CPU, 20 on GPU)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per round (default 3 on CPU, 20 on GPU)")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--peak_tflops", type=float, default=None, help="bf16 dense peak of the GPU (auto for known ones)")
@@ -176,20 +182,27 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if gpu else platform.processor() or platform.machine()
     if gpu and peak is None:
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    steps = args.steps or (20 if gpu else 5)
+    steps = args.steps or (20 if gpu else 3)
     results = {"device": name, "precision": precision.name, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "configs": {}}
     for cname in args.configs:
         cfg = NezhaConfig.preset(cname, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
         batch = args.batch or (64 if gpu else (8 if cname in ("base", "large") else 16))
         cpu_big = not gpu and cname in ("base", "large")
-        n_steps = 2 if cpu_big and args.steps is None else steps
-        kw = dict(batch=batch, seq=args.seq, max_pred=args.max_pred, steps=n_steps, warmup=1 if not gpu else 3,
-                  precision=precision, device=device)
-        masked = time_steps(cfg, **kw)
-        full = time_steps(cfg, **kw, masked_head=False)
-        row = {"masked_head": masked, "full_head": full,
-               "masked_head_speedup": full["step_s"] / masked["step_s"]}
+        n_steps = 1 if cpu_big and args.steps is None else steps
+        kw = dict(batch=batch, seq=args.seq, max_pred=args.max_pred, precision=precision, device=device)
+        masked_fn, model = make_stepper(cfg, **kw)
+        full_fn, _ = make_stepper(cfg, **kw, masked_head=False)
+        t = time_interleaved({"masked": masked_fn, "full": full_fn}, steps=n_steps, warmup=1 if not gpu else 3,
+                             rounds=2 if cpu_big else 3)
+        flops = flops_per_step(cfg, model, batch, args.seq, args.max_pred)
+        masked = {"batch": batch, "seq": args.seq, "max_pred": args.max_pred, "step_s": t["masked"],
+                  "seq_per_s": batch / t["masked"], "tokens_per_s": batch * args.seq / t["masked"],
+                  "params": sum(p.numel() for p in model.parameters()), "flops_per_step": flops,
+                  "achieved_tflops": flops / t["masked"] / 1e12}
+        row = {"masked_head": masked, "full_head": {"step_s": t["full"], "seq_per_s": batch / t["full"]},
+               "masked_head_speedup": t["full"] / t["masked"]}
+        del model
         if peak:
             row["mfu"] = masked["achieved_tflops"] / peak
         row.update(lamb_step_ratio(cfg, device, repeats=3 if cpu_big else 10))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nezha.cli import main as cli_main
-from nezha.data import pretraining
+from nezha.data import pretraining, shards
 from nezha.data.corpus import ReadStats, expand_input_files, read_documents, strip_pos_tags
 from nezha.data.masking import candidate_units, mask_batch
 from nezha.data.pretraining import PrepareArgs, build_pair_arrays, pair_document, prepare
@@ -271,7 +271,7 @@ def test_killed_run_leaves_no_complete_looking_dataset(chinese_vocab, tmp_path, 
     prepare(args)
     assert (out / "index.json").is_file()
     calls = {"n": 0}
-    real = pretraining.write_shard
+    real = shards.write_shard
 
     def dying(*a, **k):
         calls["n"] += 1
@@ -279,7 +279,7 @@ def test_killed_run_leaves_no_complete_looking_dataset(chinese_vocab, tmp_path, 
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(pretraining, "write_shard", dying)
+    monkeypatch.setattr(shards, "write_shard", dying)
     with pytest.raises(KeyboardInterrupt):
         prepare(replace(args, random_seed=7))
     assert not (out / "index.json").exists()  # the old dataset stopped looking complete before being replaced

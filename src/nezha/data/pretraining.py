@@ -731,7 +731,7 @@ def _write(arrays: dict, args: PrepareArgs, tokenizer: NezhaTokenizer, summary: 
     entries = []
     for s, start in enumerate(range(0, max(n, 1), args.instances_per_shard)):
         part = {k: v[start : start + args.instances_per_shard] for k, v in arrays.items()}
-        entries.append(write_shard(out, f"shard-{s:05d}", part))
+        entries.append(shards.write_shard(out, f"shard-{s:05d}", part))
     summary["seconds"] = time.perf_counter() - t0
     shards.write_index(
         out,
@@ -745,23 +745,3 @@ def _write(arrays: dict, args: PrepareArgs, tokenizer: NezhaTokenizer, summary: 
             "summary": summary,
         },
     )
-
-
-def write_shard(directory: Path, name: str, arrays: dict[str, np.ndarray]) -> dict:
-    """One shard in the :mod:`nezha.data.shards` layout, every file written atomically.
-
-    Writes through an open file: ``np.save`` given a path appends ``.npy`` to a temporary name that lacks it.
-    """
-    from nezha.data import shards
-    from nezha.io import atomic_write
-
-    n = len(arrays["lengths"])
-    for f, dtype in shards.FIELDS.items():
-        arr = np.ascontiguousarray(arrays[f], dtype=dtype)
-
-        def save(p: Path, a=arr) -> None:
-            with open(p, "wb") as fh:
-                np.save(fh, a, allow_pickle=False)
-
-        atomic_write(directory / f"{name}.{f}.npy", save)
-    return {"name": name, "num_instances": int(n)}

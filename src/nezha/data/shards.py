@@ -89,8 +89,14 @@ def write_shard(directory: str | os.PathLike, name: str, arrays: dict[str, np.nd
         arr = np.ascontiguousarray(arrays[field], dtype=dtype)
         if len(arr) != n:
             raise ValueError(f"shard {name}: field {field} has {len(arr)} rows, expected {n}")
-        atomic_write(directory / f"{name}.{field}.npy", lambda p, a=arr: np.save(p, a, allow_pickle=False))
+        atomic_write(directory / f"{name}.{field}.npy", lambda p, a=arr: _save_npy(p, a))
     return {"name": name, "num_instances": int(n)}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    # Through an open file: given a path, np.save appends ".npy" to a temporary name that lacks it.
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def write_index(

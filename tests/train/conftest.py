@@ -10,10 +10,9 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from nezha.data.shards import FIELDS, Instance, instances_to_arrays, write_index
+from nezha.data.shards import Instance, instances_to_arrays, write_index, write_shard
 from nezha.tokenization import NezhaTokenizer
 
 
@@ -58,14 +57,6 @@ def make_instances(sentences: list[list[int]], tok: NezhaTokenizer, n: int, seq_
     return insts
 
 
-def write_shard_arrays(directory: Path, name: str, arrays: dict) -> dict:
-    """Write one shard's ``.npy`` files (through file objects, so ``np.save`` adds no extra suffix)."""
-    for field, dtype in FIELDS.items():
-        with open(directory / f"{name}.{field}.npy", "wb") as f:
-            np.save(f, np.ascontiguousarray(arrays[field], dtype=dtype), allow_pickle=False)
-    return {"name": name, "num_instances": int(len(arrays["lengths"]))}
-
-
 def make_people_daily_shards(shared_data: Path, out: Path, *, n: int = 256, seq_len: int = 64, max_pred: int = 10,
                              seed: int = 0, num_shards: int = 2, offset: int = 0) -> Path:
     tok = NezhaTokenizer.from_file(shared_data / "vocab" / "vocab.txt")
@@ -76,7 +67,7 @@ def make_people_daily_shards(shared_data: Path, out: Path, *, n: int = 256, seq_
     out.mkdir(parents=True, exist_ok=True)
     per = -(-n // num_shards)
     shards = [
-        write_shard_arrays(out, f"shard-{k:05d}", instances_to_arrays(insts[k * per:(k + 1) * per], seq_len, max_pred))
+        write_shard(out, f"shard-{k:05d}", instances_to_arrays(insts[k * per:(k + 1) * per], seq_len, max_pred))
         for k in range(num_shards)
     ]
     write_index(out, shards, max_seq_length=seq_len, max_predictions_per_seq=max_pred, vocab_size=len(tok))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nezha import crc32c as crc
 from nezha import tf_checkpoint as tfc
 from nezha.tf_checkpoint import CheckpointError, TFCheckpoint, resolve_prefix
 
@@ -36,9 +37,9 @@ def _crc32c_bitwise(data: bytes) -> int:
 
 # ------------------------------------------------------------------------------------------------ CRC32C
 def test_crc32c_known_vector():
-    assert tfc.crc32c(b"123456789") == 0xE3069283
-    assert tfc._crc32c_fallback(b"123456789") == 0xE3069283
-    assert tfc.crc32c(b"") == 0
+    assert crc.crc32c(b"123456789") == 0xE3069283
+    assert crc._crc32c_fallback(b"123456789") == 0xE3069283
+    assert crc.crc32c(b"") == 0
 
 
 @pytest.mark.parametrize("n", [1, 7, 8191, 8192, 20_003, 300_001])
@@ -46,11 +47,11 @@ def test_crc32c_numpy_fallback_matches_the_definition(n):
     data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
     # the bitwise reference is slow: check long inputs through their head, tail and a continued CRC
     head, tail = data[:5000], data[-3000:]
-    assert tfc._crc32c_fallback(head) == _crc32c_bitwise(head)
-    assert tfc._crc32c_fallback(tail) == _crc32c_bitwise(tail)
-    whole = tfc._crc32c_fallback(data)
-    assert tfc._crc32c_fallback(data[n // 3 :], tfc._crc32c_fallback(data[: n // 3])) == whole
-    assert tfc.crc32c(data) == whole  # the C extension when installed, the same code otherwise
+    assert crc._crc32c_fallback(head) == _crc32c_bitwise(head)
+    assert crc._crc32c_fallback(tail) == _crc32c_bitwise(tail)
+    whole = crc._crc32c_fallback(data)
+    assert crc._crc32c_fallback(data[n // 3 :], crc._crc32c_fallback(data[: n // 3])) == whole
+    assert crc.crc32c(data) == whole  # the C extension when installed, the same code otherwise
     if n <= 20_003:
         assert whole == _crc32c_bitwise(data)
 

@@ -37,12 +37,6 @@ def _fixture_arrays() -> dict[str, np.ndarray]:
     }
 
 
-def test_crc32c_known_value_and_python_fallback_agree():
-    assert tfrecord.crc32c_python(b"123456789") == 0xE3069283  # the CRC-32C check value
-    data = bytes(range(256)) * 7
-    assert tfrecord.crc32c(data) == tfrecord.crc32c_python(data)
-
-
 def test_tensorflow_fixture_reads_as_the_instances_it_was_made_from():
     data = TFRecordInstances(FIXTURES / "pretraining.tfrecord")
     want = _fixture_arrays()

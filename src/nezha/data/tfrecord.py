@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nezha.crc32c import masked_crc32c
+
 log = logging.getLogger(__name__)
 
 # The map order TensorFlow's serializer (2.21) gives these keys; used so our files are byte-identical to TF's.
@@ -41,66 +43,6 @@ PRETRAINING_FEATURE_ORDER = (
     "next_sentence_labels",
 )
 _FLOAT_FEATURES = {"masked_lm_weights"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CRC-32C
-
-
-def _crc_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_TABLE = _crc_table()
-
-
-def crc32c_python(data: bytes) -> int:
-    """CRC-32C in pure Python (the fallback; ~10 MB/s)."""
-    c = 0xFFFFFFFF
-    table = _TABLE
-    for byte in data:
-        c = table[(c ^ byte) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def _fast_crc32c():
-    try:
-        import google_crc32c
-
-        return google_crc32c.value
-    except ImportError:
-        pass
-    try:
-        import crc32c
-
-        return crc32c.crc32c
-    except ImportError:
-        return None
-
-
-_crc32c_impl = _fast_crc32c()
-_warned_slow = False
-
-
-def crc32c(data: bytes) -> int:
-    global _warned_slow
-    if _crc32c_impl is not None:
-        return _crc32c_impl(data)
-    if not _warned_slow:
-        log.warning("computing TFRecord checksums in pure Python (slow); `pip install google-crc32c` speeds it up")
-        _warned_slow = True
-    return crc32c_python(data)
-
-
-def masked_crc32c(data: bytes) -> int:
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def frame_record(data: bytes) -> bytes:

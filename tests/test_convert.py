@@ -189,7 +189,7 @@ def test_bert_checkpoint_is_recognised(tmp_path):
     bert = Path(__file__).parent / "fixtures" / "tf_bert_tiny"
     with pytest.raises(ValueError, match="position_embeddings.*BERT checkpoint, not NEZHA"):
         convert_tf_checkpoint(bert / "model.ckpt-100", CONFIG, tmp_path / "out")
-    with pytest.raises(ValueError, match="use_relative_position is false"):
+    with pytest.raises(ValueError, match="BERT config, not NEZHA"):
         convert_tf_checkpoint(bert / "model.ckpt-100", bert / "bert_config.json", tmp_path / "out")
 
 

@@ -118,8 +118,8 @@ class NezhaConfig:
             if key == "use_relative_position":
                 if value is not True:
                     raise ValueError(
-                        f"{source}: use_relative_position={value!r}; NEZHA needs relative positions "
-                        "(this looks like a plain BERT config)"
+                        f"{source}: use_relative_position={value!r}: this is a BERT config, not NEZHA "
+                        "(NEZHA needs relative positions)"
                     )
             elif key == "label2id":
                 continue  # derived from id2label

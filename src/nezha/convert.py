@@ -12,7 +12,7 @@ models compute what the released weights were trained with.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import re
 from collections import Counter
@@ -182,22 +182,12 @@ def _tf_name_of(key: str) -> str:
 
 def read_bert_config(path: str | os.PathLike, hidden_act: str | None = None) -> NezhaConfig:
     """The release's ``bert_config.json``, with the original code's meaning of ``gelu`` (tanh approximation)."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"--bert_config: {path} not found")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    if raw.get("use_relative_position") is False:
-        raise ValueError(f"{path}: use_relative_position is false: this is a BERT config, not NEZHA")
-    if hidden_act is not None:
-        raw["hidden_act"] = hidden_act
-    elif raw.get("hidden_act") == "gelu":
-        raw["hidden_act"] = "gelu_new"
-    return NezhaConfig.from_dict(raw, source=str(path))
+    config = NezhaConfig.from_json(path)
+    if hidden_act is None and config.hidden_act == "gelu":
+        hidden_act = "gelu_new"
+    return dataclasses.replace(config, hidden_act=hidden_act) if hidden_act else config
 
 
 def convert_tf_checkpoint(

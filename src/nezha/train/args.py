@@ -16,6 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nezha.cli import str2bool
+
 T = TypeVar("T")
 
 
@@ -25,15 +27,6 @@ def arg(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> An
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda d=default: list(d), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
-
-
-def _str2bool(value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes", "y", "t"):
-        return True
-    if v in ("false", "0", "no", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
 def _unwrap_optional(hint: Any) -> Any:
@@ -60,7 +53,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, exclu
             help_ = f"{help_} (default: {default})"
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_, "dest": f.name}
         if hint is bool:
-            kw.update(type=_str2bool, nargs="?", const=True, metavar="BOOL")
+            kw.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
         elif typing.get_origin(hint) is list:
             (inner,) = typing.get_args(hint)
             kw.update(type=inner, nargs="+")

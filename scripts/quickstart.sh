@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv and run the NEZHA quickstart (all arguments go to `nezha quickstart`, e.g. --fast).
+# Set up .venv and run the NEZHA quickstart (arguments go to `nezha quickstart`, e.g. --fast or --output_dir DIR).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh" "quickstart"
 cd "$ROOT"
-if python -c "import nezha.commands.quickstart" 2>/dev/null; then
-  exec nezha quickstart "$@"
-fi
-exec nezha demo "$@"
+exec nezha quickstart "$@"

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from nezha.train.args import add_dataclass_arguments, dataclass_from_namespace
 from nezha.train.finetune import FinetuneArgs, finetune
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Checkpoints: --save_steps N writes output_dir/checkpoints/step-*/, --resume auto continues the latest; see "
+        "docs/finetune.md. Exit status 143 after SIGTERM (checkpoint saved), 3 when the loss became NaN/inf."
+    )
     add_dataclass_arguments(parser, FinetuneArgs)
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = finetune(dataclass_from_namespace(FinetuneArgs, args))
+    from nezha.train.loop import NonFiniteLossError
+
+    try:
+        metrics = finetune(dataclass_from_namespace(FinetuneArgs, args))
+    except NonFiniteLossError as e:
+        print(f"nezha finetune: error: {e}", file=sys.stderr)
+        return 3
     if "eval" in metrics:
         print(json.dumps(summary(metrics["eval"]), ensure_ascii=False))
-    return 0
+    return 143 if metrics.get("stopped_by_signal") else 0
 
 
 def summary(report: dict) -> dict:

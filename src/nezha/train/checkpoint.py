@@ -91,6 +91,15 @@ class CheckpointManager:
         cps = self.checkpoints()
         return cps[-1] if cps else None
 
+    def resolve(self, resume: str | None) -> Path | None:
+        """The checkpoint a ``--resume`` value names: "auto" the latest one (None when there is none yet),
+        "never" (or empty) None, anything else that folder."""
+        if resume == "auto":
+            return self.latest()
+        if not resume or resume == "never":
+            return None
+        return Path(resume)
+
     # ------------------------------------------------------------------ saving
     def save(
         self,
@@ -162,7 +171,8 @@ class CheckpointManager:
         if diffs:
             raise ValueError(
                 f"{path}: cannot resume exactly, the run layout changed ({'; '.join(diffs)}). Use the same number of "
-                "processes and batch settings, or start a new run from the exported model (--init_checkpoint)."
+                "processes and batch settings, or start a new run from the exported model (pretrain --init_checkpoint, "
+                "finetune --model)."
             )
         from safetensors.torch import load_file
 

@@ -13,6 +13,11 @@ The output folder holds ``model/`` (a ``from_pretrained`` folder with ``vocab.tx
 ``config.json`` under ``extra``), ``metrics.json`` (evaluation and the trivial baseline), the predictions
 (``predictions.tsv``; NER in the input's format; ``predictions.json`` + ``nbest_predictions.json`` for MRC),
 ``confusion_matrix.png`` (classification), and the training log ``metrics.jsonl`` / ``metrics.png``.
+
+Checkpoints (``--save_steps``, SIGTERM, ``--stop_at_step``) go to ``checkpoints/step-NNNNNNNN/`` through the same
+:class:`~nezha.train.checkpoint.CheckpointManager` as pretraining: weights, optimizer, schedule, grad scaler, every
+rank's RNG states and the data position. ``--resume auto|PATH`` continues one so that the remaining steps give the
+same losses as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -85,6 +90,13 @@ class FinetuneArgs:
     # Model size overrides with --from_scratch, for quick experiments.
     num_hidden_layers: int = arg(0, "with --from_scratch: override the preset's layer count")
     hidden_size: int = arg(0, "with --from_scratch: override the preset's hidden size")
+    # checkpoints
+    save_steps: int = arg(0, "save a checkpoint under output_dir/checkpoints every this many steps (0: never; "
+                             "SIGTERM and --stop_at_step still save one)")
+    keep_checkpoints: int = arg(3, "keep the last this many checkpoints")
+    resume: str = arg("never", "auto (the latest checkpoint in output_dir/checkpoints, if any), never, or a "
+                               "checkpoint folder")
+    stop_at_step: int | None = arg(None, "save a checkpoint and stop at this step (for time-limited jobs)")
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -109,6 +121,12 @@ class FinetuneArgs:
             raise ValueError(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("--num_train_epochs or --max_steps must be positive")
+        if self.save_steps < 0:
+            raise ValueError(f"--save_steps must be >= 0, got {self.save_steps}")
+        if self.keep_checkpoints <= 0:
+            raise ValueError(f"--keep_checkpoints must be positive, got {self.keep_checkpoints}")
+        if self.stop_at_step is not None and self.stop_at_step <= 0:
+            raise ValueError(f"--stop_at_step must be positive, got {self.stop_at_step}")
 
 
 @dataclass
@@ -455,9 +473,14 @@ def _build_model(args: FinetuneArgs, task, labels: list[str] | None, tokenizer: 
 
 # ==================================================================================================== training
 def finetune(args: FinetuneArgs) -> dict:
-    """Train, evaluate, write everything to ``args.output_dir``; returns the final metrics."""
+    """Train (or resume), evaluate, write everything to ``args.output_dir``; returns the final metrics.
+
+    ``metrics["finished"]`` is False when the run stopped early (SIGTERM or ``--stop_at_step``): then a checkpoint
+    was saved and neither the model nor the evaluation was written; ``metrics["stopped_by_signal"]`` says which.
+    """
+    from nezha.train.checkpoint import CheckpointManager
     from nezha.train.distributed import EpochSampler, barrier, cleanup, init_distributed, wrap_model
-    from nezha.train.loop import Precision, ProgressBar, train_step
+    from nezha.train.loop import Precision, ProgressBar, StopSignal, check_finite_weights, train_step
     from nezha.train.metrics import MetricsLogger
     from nezha.train.optim import build_optimizer
     from nezha.train.schedule import LRSchedule
@@ -492,8 +515,30 @@ def finetune(args: FinetuneArgs) -> dict:
         total = args.max_steps or max(1, math.ceil(args.num_train_epochs * sampler.steps_per_epoch))
         schedule = LRSchedule(optimizer, warmup=int(args.warmup_proportion * total), total=total,
                               peak=args.learning_rate)
-        log = MetricsLogger(out, enabled=info.is_main, tensorboard=False)
-        bar = ProgressBar(total, enabled=info.is_main, desc=f"finetune {args.task}")
+        stateful = {"schedule": schedule, "scaler": scaler}
+        # What a checkpoint must share with this run to continue it exactly (the manager adds the world size; a
+        # different model size fails on the weights' shapes).
+        layout = {"task": args.task, "labels": labels, "use_crf": args.use_crf, "max_seq_length": args.max_seq_length,
+                  "train_sequences": len(train_feats), "train_batch_size": args.train_batch_size, "seed": args.seed,
+                  "total_steps": total}
+        manager = CheckpointManager(out / "checkpoints", info, keep=args.keep_checkpoints)
+        resume_from = manager.resolve(args.resume)
+        start, running, seen = 0, 0.0, 0
+        if resume_from is not None:
+            meta = manager.load(resume_from, engine, optimizer, stateful, expect=layout)
+            start = int(meta["step"])
+            running, seen = float(meta["loss_window"][0]), int(meta["loss_window"][1])
+            if info.is_main:
+                logger.info("resumed from %s at step %d of %d", resume_from, start, total)
+        elif info.is_main and manager.latest() is not None:
+            logger.warning("%s holds checkpoints of an earlier run; starting afresh (--resume auto would continue "
+                           "the latest)", manager.directory)
+        end = min(total, args.stop_at_step or total)
+
+        log = MetricsLogger(out, enabled=info.is_main, tensorboard=False,
+                            resume_step=start if resume_from is not None else None)
+        history = [{k: v for k, v in r.items() if k != "split"} for r in log.records if r["split"] == "eval"]
+        bar = ProgressBar(total, initial=start, enabled=info.is_main, desc=f"finetune {args.task}")
 
         uses_label_mask = hasattr(model, "crf")
 
@@ -504,34 +549,56 @@ def finetune(args: FinetuneArgs) -> dict:
             loss = engine_module(**batch).loss
             return loss, {"loss": loss.detach()}
 
-        history = []
-        running, seen = 0.0, 0
-        for step in range(total):
-            engine.train()
-            lr = schedule.apply()
-            mbs = [task.collate([train_feats[i] for i in idx]) for idx, _ in sampler.micro_batches(step)]
-            res = train_step(engine, mbs, loss_fn, optimizer, scaler, precision, max_grad_norm=args.max_grad_norm,
-                             step=step)
-            schedule.step()
-            running += res.stats["loss"]
-            seen += 1
-            bar.update(1, loss=res.stats["loss"], lr=lr)
-            if (step + 1) % args.logging_steps == 0 or step + 1 == total:
-                log.log(step + 1, "train", loss=running / seen, lr=lr, grad_norm=res.grad_norm)
-                running, seen = 0.0, 0
-            epoch_end = (step + 1) % sampler.steps_per_epoch == 0
-            if evalset is not None and args.eval_every_epoch and epoch_end and step + 1 != total and info.is_main:
-                rep = task.evaluate(model, evalset, None)
-                log.log(step + 1, "eval", **_scalars(rep))
-                history.append({"step": step + 1, **_scalars(rep)})
-                bar.write(f"step {step + 1}: eval {_scalars(rep)}")
-        bar.close()
+        def save(s: int) -> Path:
+            check_finite_weights(engine, s)  # never write a checkpoint that would resume into garbage
+            epoch, in_epoch = sampler.position(s)
+            # The partly filled logging window rides along, so the first loss logged after resume is the same too.
+            return manager.save(s, engine, optimizer, stateful,
+                                meta={**layout, "epoch": epoch, "step_in_epoch": in_epoch,
+                                      "loss_window": [running, seen]})
 
-        metrics: dict = {"task": args.task, "steps": total, "train_examples": len(train),
+        step, stopped = start, False
+        with StopSignal() as stop:
+            while step < end:
+                if _stop_requested(stop, info):  # every rank stops at the same step
+                    stopped = True
+                    break
+                engine.train()
+                lr = schedule.apply()
+                mbs = [task.collate([train_feats[i] for i in idx]) for idx, _ in sampler.micro_batches(step)]
+                res = train_step(engine, mbs, loss_fn, optimizer, scaler, precision,
+                                 max_grad_norm=args.max_grad_norm, step=step)
+                schedule.step()
+                step += 1
+                running += res.stats["loss"]
+                seen += 1
+                bar.update(1, loss=res.stats["loss"], lr=lr)
+                if step % args.logging_steps == 0 or step == total:
+                    log.log(step, "train", loss=running / seen, lr=lr, grad_norm=res.grad_norm)
+                    running, seen = 0.0, 0
+                epoch_end = step % sampler.steps_per_epoch == 0
+                if evalset is not None and args.eval_every_epoch and epoch_end and step != total and info.is_main:
+                    rep = task.evaluate(model, evalset, None)
+                    log.log(step, "eval", **_scalars(rep))
+                    history.append({"step": step, **_scalars(rep)})
+                    bar.write(f"step {step}: eval {_scalars(rep)}")
+                if args.save_steps and step % args.save_steps == 0 and step < end:
+                    save(step)
+        bar.close()
+        finished = step >= total
+        if not finished:  # SIGTERM or --stop_at_step
+            path = save(step)
+            if info.is_main:
+                why = "stop signal received" if stopped else f"--stop_at_step {args.stop_at_step}"
+                logger.info("%s: saved %s at step %d of %d; continue with --resume auto", why, path, step, total)
+
+        metrics: dict = {"task": args.task, "steps": total, "step": step, "finished": finished,
+                         "stopped_by_signal": stopped, "train_examples": len(train),
                          "train_sequences": len(train_feats)}
         if info.is_main:
-            model.save_pretrained(out / "model", tokenizer_vocab=vocab)
-            if evalset is not None:
+            if finished:
+                model.save_pretrained(out / "model", tokenizer_vocab=vocab)
+            if finished and evalset is not None:
                 rep = task.evaluate(model, evalset, out, train=train)
                 log.log(total, "eval", **_scalars(rep))
                 metrics["eval"] = rep
@@ -548,6 +615,16 @@ def finetune(args: FinetuneArgs) -> dict:
         return metrics
     finally:
         cleanup()
+
+
+def _stop_requested(stop, info) -> bool:
+    """Whether any rank got a stop signal (one small all-reduce per step when there are several processes)."""
+    if not info.distributed:
+        return stop.requested
+    from nezha.train.distributed import all_reduce_sum
+
+    flag = torch.tensor([float(stop.requested)], device=info.device)
+    return all_reduce_sum(flag).item() > 0
 
 
 def _scalars(report: dict) -> dict[str, float]:

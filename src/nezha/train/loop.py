@@ -81,6 +81,18 @@ class NonFiniteLossError(RuntimeError):
         )
 
 
+def check_finite_weights(model: WrappedModel, step: int) -> None:
+    """Raise :class:`NonFiniteLossError` when any weight is NaN/inf (e.g. an update overflowed them).
+
+    Called before writing a checkpoint, so no checkpoint ever resumes into garbage. Works on DDP and FSDP2 models
+    (every rank must call under FSDP: the per-shard norms are gathered).
+    """
+    norms = torch._foreach_norm([p.detach() for p in model.parameters()])
+    total = torch.stack([n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]).sum()
+    if not torch.isfinite(total):
+        raise NonFiniteLossError(step, float("nan"), {"weights": float(total)})
+
+
 @dataclass
 class StepOutput:
     grad_norm: float  # global norm before clipping (after unscaling)

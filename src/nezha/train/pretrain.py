@@ -47,7 +47,15 @@ from nezha.train.distributed import (
     init_distributed,
     wrap_model,
 )
-from nezha.train.loop import NonFiniteLossError, Precision, ProgressBar, StopSignal, Throughput, train_step
+from nezha.train.loop import (
+    NonFiniteLossError,
+    Precision,
+    ProgressBar,
+    StopSignal,
+    Throughput,
+    check_finite_weights,
+    train_step,
+)
 from nezha.train.metrics import MetricsLogger
 from nezha.train.optim import build_optimizer
 from nezha.train.schedule import LRSchedule
@@ -421,11 +429,7 @@ def _pretrain(args: PretrainArgs, info: DistInfo) -> PretrainResult:
     manager = CheckpointManager(out_dir / "checkpoints", info, keep=args.keep_checkpoints)
 
     start = 0
-    resume_from = None
-    if args.resume == "auto":
-        resume_from = manager.latest()
-    elif args.resume != "never":
-        resume_from = Path(args.resume)
+    resume_from = manager.resolve(args.resume)
     if resume_from is not None:
         meta = manager.load(resume_from, wrapped, optimizer, stateful, expect=layout)
         start = int(meta["step"])
@@ -464,10 +468,7 @@ def _pretrain(args: PretrainArgs, info: DistInfo) -> PretrainResult:
 
     def save(s: int) -> None:
         # Never write a checkpoint that would resume into garbage (e.g. an update that overflowed the weights).
-        norms = torch._foreach_norm([p.detach() for p in wrapped.parameters()])
-        total = torch.stack([n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]).sum()
-        if not torch.isfinite(total):
-            raise NonFiniteLossError(s, float("nan"), {"weights": float(total)})
+        check_finite_weights(wrapped, s)
         epoch, in_epoch = sampler.position(s)
         manager.save(s, wrapped, optimizer, stateful, meta={**layout, "epoch": epoch, "step_in_epoch": in_epoch})
 

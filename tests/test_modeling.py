@@ -62,8 +62,13 @@ def test_relative_table_is_the_sinusoid():
     assert t[p, 2 * m + 1].item() == pytest.approx(math.cos(p / 10000 ** (2 * m / 6)), abs=1e-6)
 
 
+@pytest.mark.parametrize("recompute", [False, True], ids=["kept-probs", "recomputed-probs"])
 @pytest.mark.parametrize("T", [1, 3, 7, 20])
-def test_relative_attention_matches_naive_forward_and_grad(T):
+def test_relative_attention_matches_naive_forward_and_grad(T, recompute, monkeypatch):
+    import nezha.attention as attn
+
+    if recompute:
+        monkeypatch.setattr(attn, "KEEP_PROBS_MAX_LENGTH", 0)
     torch.manual_seed(T)
     B, H, D, K = 2, 3, 8, 4
     q, k, v = (torch.randn(B, H, T, D, dtype=torch.float64, requires_grad=True) for _ in range(3))
@@ -94,8 +99,13 @@ def test_relative_attention_chunked_equals_unchunked(monkeypatch):
     torch.testing.assert_close(torch.autograd.grad(ours.sum(), q)[0], torch.autograd.grad(ref.sum(), q)[0])
 
 
-def test_attention_dropout_backward_is_consistent():
+@pytest.mark.parametrize("recompute", [False, True], ids=["kept-probs", "recomputed-probs"])
+def test_attention_dropout_backward_is_consistent(recompute, monkeypatch):
     """Dropout masks are regenerated in backward from a seed: gradcheck proves forward and backward agree."""
+    import nezha.attention as attn
+
+    if recompute:
+        monkeypatch.setattr(attn, "KEEP_PROBS_MAX_LENGTH", 0)
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 2, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     table = relative_position_table(2, 4).double()

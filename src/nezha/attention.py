@@ -29,6 +29,10 @@ import torch
 
 # Elements of one (B, H, C, T) score block; bounds the transient memory of a chunk (~32 MiB in fp32).
 CHUNK_ELEMENTS = 1 << 23
+# Up to this length the backward pass reuses the forward's probabilities instead of recomputing them: there they
+# cost at most about a quarter of a layer's other saved activations (H * T^2 vs ~18 * T * H * D per sequence), and
+# skipping the recomputation is worth more. Longer sequences recompute, so memory stays linear in T.
+KEEP_PROBS_MAX_LENGTH = 256
 
 
 def relative_position_table(max_relative_position: int, head_dim: int) -> torch.Tensor:
@@ -73,10 +77,16 @@ def _probs(qs, k, table, mask, buckets):
     """Probabilities ``(B, H, C, T)`` of one query chunk, in the accumulation dtype.
 
     Deterministic, so the backward pass recomputes exactly the forward's probabilities without saving them.
+    The relative bias is gathered into a fresh buffer that ``q @ k.T`` then accumulates into (one pass and
+    one large allocation fewer than adding two score tensors).
     """
-    scores = torch.matmul(qs, k.transpose(-1, -2))  # (B, H, C, T)
+    B, H, C, D = qs.shape
+    T = k.shape[-2]
     rel = torch.matmul(qs, table.t())  # (B, H, C, P)
-    scores = scores + torch.gather(rel, -1, buckets.expand(scores.shape))
+    scores = torch.gather(rel, -1, buckets.expand(B, H, C, T))  # (B, H, C, T)
+    scores = torch.baddbmm(
+        scores.view(B * H, C, T), qs.reshape(B * H, C, D), k.reshape(B * H, T, D).transpose(1, 2)
+    ).view(B, H, C, T)
     scores = scores.to(_acc_dtype(qs.dtype))
     if mask is not None:
         scores = scores + mask  # (B, 1, 1, T) broadcast
@@ -89,8 +99,9 @@ def _bucket_mass(weights: torch.Tensor, buckets: torch.Tensor, num_buckets: int)
     return out.scatter_add_(-1, buckets.expand(weights.shape), weights)
 
 
-def _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position):
-    """Forward pass over query chunks. Returns ``(out (B, H, T, D), chunk)``."""
+def _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position, keep_probs=False):
+    """Forward pass over query chunks. Returns ``(out (B, H, T, D), chunk, kept)``, ``kept`` holding each chunk's
+    probabilities (before dropout) when ``keep_probs``."""
     B, H, T, D = q.shape
     scale = 1.0 / math.sqrt(D)
     table = table.to(q.dtype)
@@ -98,15 +109,18 @@ def _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position
     chunk = _chunk_size(B, H, T)
     out = torch.empty_like(q)
     positions = torch.arange(T, device=q.device)
+    kept = []
     for c, start in enumerate(range(0, T, chunk)):
         end = min(T, start + chunk)
         buckets = relative_buckets(positions[start:end], T, max_relative_position)  # (C, T)
         probs = _probs(q[:, :, start:end] * scale, k, table, mask, buckets)
+        if keep_probs:
+            kept.append(probs)
         if dropout_p > 0:
             probs = probs * _dropout_keep(probs.shape, dropout_p, seed + c, q.device) / (1.0 - dropout_p)
         probs = probs.to(q.dtype)
         out[:, :, start:end] = torch.matmul(probs, v) + torch.matmul(_bucket_mass(probs, buckets, P), table)
-    return out, chunk
+    return out, chunk, kept
 
 
 def _whole_sequence(q, k, v, table, mask, max_relative_position):
@@ -124,9 +138,11 @@ class _RelativeAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, table, mask, dropout_p, seed, max_relative_position):
-        out, chunk = _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position)
+        keep = q.shape[-2] <= KEEP_PROBS_MAX_LENGTH
+        out, chunk, kept = _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position, keep)
         ctx.save_for_backward(q, k, v, table.to(q.dtype), mask, out)
         ctx.params = (dropout_p, seed, max_relative_position, chunk)
+        ctx.kept = kept  # internal buffers, never modified in place by anyone else
         return out
 
     @staticmethod
@@ -148,7 +164,8 @@ class _RelativeAttention(torch.autograd.Function):
             end = min(T, start + chunk)
             buckets = relative_buckets(positions[start:end], T, max_relative_position)
             qs = q[:, :, start:end] * scale
-            probs = _probs(qs, k, table, mask, buckets)  # recomputed, identical to the forward's
+            # recomputed (identical to the forward's) unless kept for short sequences
+            probs = ctx.kept[c] if ctx.kept else _probs(qs, k, table, mask, buckets)
             g = grad_out[:, :, start:end]  # (B, H, C, D)
             dprobs = torch.gather(torch.matmul(g, table.t()), -1, buckets.expand(probs.shape))  # (B, H, C, T)
             dprobs += torch.matmul(g, v.transpose(-1, -2))
@@ -163,6 +180,7 @@ class _RelativeAttention(torch.autograd.Function):
             dqs = torch.matmul(dscores, k) + torch.matmul(_bucket_mass(dscores, buckets, P), table)
             dq[:, :, start:end] = dqs * scale
             dk += torch.matmul(dscores.transpose(-1, -2), qs).to(acc)
+        ctx.kept = None
         return dq, dk.to(q.dtype), dv.to(q.dtype), None, None, None, None, None
 
 

@@ -43,7 +43,7 @@ class Plan:
 FULL = Plan(news_sentences=0, reviews=12000, vocab_size=8000, dupe_factor=2, max_seq_length=128,
             pretrain_steps=1200, pretrain_batch=32, finetune_steps=400, finetune_batch=32, eval_examples=1000)
 FAST = Plan(news_sentences=1500, reviews=1200, vocab_size=4000, dupe_factor=1, max_seq_length=64,
-            pretrain_steps=60, pretrain_batch=16, finetune_steps=60, finetune_batch=16, eval_examples=200)
+            pretrain_steps=60, pretrain_batch=16, finetune_steps=150, finetune_batch=16, eval_examples=200)
 SENTENCES_PER_DOCUMENT = 8  # People's Daily lines carry no article boundaries; group neighbours into documents
 
 

@@ -211,11 +211,3 @@ def encode_examples(tokenizer, examples: Sequence[TextExample], max_seq_length: 
             types = [0] * len(ids)
         out.append(Encoded(ids, types))
     return out
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad: int = 0) -> tuple[list[list[int]], list[list[int]]]:
-    """Right-pad to the longest sequence; returns the padded rows and the attention mask."""
-    width = max(len(s) for s in seqs)
-    rows = [list(s) + [pad] * (width - len(s)) for s in seqs]
-    mask = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
-    return rows, mask

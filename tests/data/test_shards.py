@@ -64,3 +64,8 @@ def test_out_of_range_index(tmp_path):
     _write(tmp_path, _instances())
     with pytest.raises(IndexError):
         shards.PretrainingShards(tmp_path).get_batch(np.array([3]))
+
+
+def test_index_records_the_largest_token_id(tmp_path):
+    _write(tmp_path, _instances())
+    assert shards.PretrainingShards(tmp_path).max_token_id == 102  # [SEP]; targets 9, 8, 11 are smaller

@@ -90,7 +90,9 @@ def write_shard(directory: str | os.PathLike, name: str, arrays: dict[str, np.nd
         if len(arr) != n:
             raise ValueError(f"shard {name}: field {field} has {len(arr)} rows, expected {n}")
         atomic_write(directory / f"{name}.{field}.npy", lambda p, a=arr: _save_npy(p, a))
-    return {"name": name, "num_instances": int(n)}
+    # Recorded so that readers can check ids against a model's vocab_size without scanning every shard.
+    max_id = max(int(np.max(arrays[f], initial=0)) for f in ("input_ids", "masked_lm_ids"))
+    return {"name": name, "num_instances": int(n), "max_token_id": max_id}
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -131,6 +133,7 @@ class PretrainingShards:
             directories = [directories]
         self.arrays: list[dict[str, np.ndarray]] = []
         self.index: dict = {}
+        self._shard_entries: list[dict] = []
         for d in directories:
             self._open(Path(d))
         if not self.arrays:
@@ -158,6 +161,7 @@ class PretrainingShards:
                     raise ValueError(f"{directory}: {key}={index[key]} differs from {self.index[key]} in other folders")
         else:
             self.index = index
+        self._shard_entries.extend(index["shards"])
         for shard in index["shards"]:
             arrays = {}
             for field, dtype in FIELDS.items():
@@ -182,6 +186,12 @@ class PretrainingShards:
     @property
     def vocab_size(self) -> int:
         return int(self.index["vocab_size"])
+
+    @property
+    def max_token_id(self) -> int | None:
+        """Largest id in inputs and MLM targets, from the index; None for data written without it."""
+        ids = [s.get("max_token_id") for s in self._shard_entries]
+        return None if not ids or None in ids else max(ids)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

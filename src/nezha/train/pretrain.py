@@ -361,7 +361,9 @@ def check_data(args: PretrainArgs, data, config: NezhaConfig, source: str) -> No
     M = int(data.get_batch([0])["masked_lm_positions"].shape[1])
     if args.max_predictions_per_seq is not None and args.max_predictions_per_seq != M:
         raise ValueError(f"--max_predictions_per_seq {args.max_predictions_per_seq} differs from the data's {M}")
-    max_id = data_max_token_id(data)
+    max_id = getattr(data, "max_token_id", None)  # recorded by `nezha prepare`; scanned for other data
+    if max_id is None:
+        max_id = data_max_token_id(data)
     if max_id >= config.vocab_size:
         raise ValueError(
             f"{source}: token id {max_id} >= the model's vocab_size {config.vocab_size}: the data was made with a "

@@ -216,9 +216,18 @@ class NezhaPreTrainedModel(nn.Module):
         self.config = config
 
     def init_weights(self) -> None:
-        """BERT initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm, zero padding row."""
+        """BERT initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm, zero padding row.
+
+        A task model initialises only its head: its ``nezha`` encoder initialised itself when built. The MLM
+        decoder shares the word-embedding matrix, so it is skipped too (re-drawing it would undo the zero padding row).
+        """
         std = self.config.initializer_range
+        encoder = getattr(self, "nezha", None)
+        done = set(encoder.modules()) if encoder is not None else set()
+        done_params = {id(p) for m in done for p in m.parameters(recurse=False)}
         for module in self.modules():
+            if module in done or (isinstance(module, nn.Linear) and id(module.weight) in done_params):
+                continue
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, std)
                 if module.bias is not None:

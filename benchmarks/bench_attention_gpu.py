@@ -127,7 +127,7 @@ class _LaunchCounter:
 
     def __enter__(self):
         try:
-            import nezha.kernels.triton_attention as ta
+            import nezha.model.kernels.triton_attention as ta
         except ImportError:
             return self
         self._mod, self._orig = ta, ta._launch
@@ -166,7 +166,7 @@ def _hf_self_attention(args, seq, device, dtype):
     from transformers.models.deprecated.nezha.configuration_nezha import NezhaConfig as HFConfig
     from transformers.models.deprecated.nezha.modeling_nezha import NezhaSelfAttention as HFSelfAttention
 
-    from nezha.attention import relative_buckets, relative_position_table
+    from nezha.model.positions import relative_buckets, relative_position_table
 
     hidden = args.heads * args.head_dim
     cfg = HFConfig(hidden_size=hidden, num_attention_heads=args.heads, max_position_embeddings=8,
@@ -209,9 +209,10 @@ def _attention_cell(name: str, args, seq: int, device, dtype) -> dict:
     import torch.nn.functional as F
     from torch.nn.attention import sdpa_kernel
 
-    from nezha.attention import relative_attention, relative_position_table
-    from nezha.config import NezhaConfig
-    from nezha.kernels import triton_relative_attention
+    from nezha.model.attention import relative_attention
+    from nezha.model.config import NezhaConfig
+    from nezha.model.kernels.triton_attention import triton_relative_attention
+    from nezha.model.positions import relative_position_table
 
     B, H, D, K = max(1, args.tokens // seq), args.heads, args.head_dim, args.max_relative_position
     torch.manual_seed(0)
@@ -245,7 +246,7 @@ def _attention_cell(name: str, args, seq: int, device, dtype) -> dict:
         x = torch.randn(B, seq, E, device=device, dtype=dtype, requires_grad=True)
         grad = torch.randn(B, seq, E, device=device, dtype=dtype)
         if name in ("triton_module", "eager_module"):
-            from nezha.modeling import NezhaSelfAttention
+            from nezha.model.modeling import NezhaSelfAttention
 
             cfg = NezhaConfig(hidden_size=E, num_attention_heads=H, max_relative_position=K,
                               attention_probs_dropout_prob=0.0,
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         hf_version = transformers.__version__
     except ImportError:
         hf_version = None
-    from nezha.io import atomic_write_text
+    from nezha.io.atomic import atomic_write_text
 
     if args.cpu_smoke:
         device = torch.device("cpu")
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:  # after every section, so a run stopped by its time limit still leaves results
         try:
-            from nezha.kernels.triton_attention import autotune_choices
+            from nezha.model.kernels.triton_attention import autotune_choices
 
             report["autotune"] = autotune_choices()
         except ImportError:

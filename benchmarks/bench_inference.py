@@ -102,7 +102,7 @@ def main() -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from nezha.onnx_export import export_onnx
+    from nezha.convert.onnx_export import export_onnx
 
     torch.set_num_threads(args.threads)
     model = build_model(args.preset)

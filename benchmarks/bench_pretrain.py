@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from nezha.config import NezhaConfig
-from nezha.modeling import NezhaForPreTraining
+from nezha.model.config import NezhaConfig
+from nezha.model.modeling import NezhaForPreTraining
 from nezha.train.distributed import DistInfo, wrap_model
 from nezha.train.loop import Precision, train_step
 from nezha.train.optim import build_optimizer

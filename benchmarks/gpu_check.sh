@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check of the fused relative-attention kernel, sized for <= 8 minutes on one H100:
-#   1. the kernel's correctness tests on the GPU (tests/test_triton_attention.py: bf16 and fp32 against the eager
+#   1. the kernel's correctness tests on the GPU (tests/model/test_triton_attention.py: bf16 and fp32 against the eager
 #      path, lengths 1..4096, padding masks, dropout) and, in a subprocess, the Triton-interpreter tests;
 #   2. benchmarks/bench_attention_gpu.py: fwd+bwd timings (fused kernel, eager path, SDPA-flash, transformers
 #      4.44.2 NezhaSelfAttention) at seq 128/512/2048/8192 and a NezhaForPreTraining step with MFU.
@@ -81,7 +81,7 @@ START=$(date +%s)
 echo "== 1. correctness tests"
 # Fixed tile sizes for the tests: autotuning every test shape would spend the budget compiling.
 if [ "$MODE" = cpu ]; then TEST_LIMIT=300; else TEST_LIMIT=140; fi
-NEZHA_TRITON_AUTOTUNE=0 timeout "$TEST_LIMIT" "$PY" -m pytest tests/test_triton_attention.py -p no:cacheprovider -rs 2>&1 \
+NEZHA_TRITON_AUTOTUNE=0 timeout "$TEST_LIMIT" "$PY" -m pytest tests/model/test_triton_attention.py -p no:cacheprovider -rs 2>&1 \
   | tee "$RESULTS/gpu_check_tests.log"
 TESTS_RC=${PIPESTATUS[0]}
 echo "tests exit code: $TESTS_RC ($(( $(date +%s) - START )) s)"

@@ -9,16 +9,16 @@ __version__ = "0.1.0"
 
 # Imported on first use, so that `nezha prepare` and `nezha vocab` start without loading torch.
 _LAZY = {
-    "PRESETS": "nezha.config",
-    "NezhaConfig": "nezha.config",
-    "NezhaModel": "nezha.modeling",
-    "NezhaPreTrainedModel": "nezha.modeling",
-    "NezhaForPreTraining": "nezha.modeling",
-    "NezhaForMaskedLM": "nezha.modeling",
-    "NezhaForSequenceClassification": "nezha.modeling",
-    "NezhaForTokenClassification": "nezha.modeling",
-    "NezhaForQuestionAnswering": "nezha.modeling",
-    "NezhaTokenizer": "nezha.tokenization",
+    "PRESETS": "nezha.model.config",
+    "NezhaConfig": "nezha.model.config",
+    "NezhaModel": "nezha.model.modeling",
+    "NezhaPreTrainedModel": "nezha.model.modeling",
+    "NezhaForPreTraining": "nezha.model.modeling",
+    "NezhaForMaskedLM": "nezha.model.modeling",
+    "NezhaForSequenceClassification": "nezha.model.modeling",
+    "NezhaForTokenClassification": "nezha.model.modeling",
+    "NezhaForQuestionAnswering": "nezha.model.modeling",
+    "NezhaTokenizer": "nezha.data.tokenization",
 }
 
 __all__ = [
@@ -36,8 +36,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from nezha.config import PRESETS, NezhaConfig
-    from nezha.modeling import (
+    from nezha.data.tokenization import NezhaTokenizer
+    from nezha.model.config import PRESETS, NezhaConfig
+    from nezha.model.modeling import (
         NezhaForMaskedLM,
         NezhaForPreTraining,
         NezhaForQuestionAnswering,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
         NezhaModel,
         NezhaPreTrainedModel,
     )
-    from nezha.tokenization import NezhaTokenizer
 
 
 def __getattr__(name: str):

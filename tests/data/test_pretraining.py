@@ -16,7 +16,7 @@ from nezha.data.masking import candidate_units, mask_batch
 from nezha.data.pretraining import PrepareArgs, build_pair_arrays, pair_document, prepare
 from nezha.data.shards import PretrainingShards
 from nezha.data.tfrecord import TFRecordInstances
-from nezha.tokenization import NezhaTokenizer
+from nezha.data.tokenization import NezhaTokenizer
 
 FIELDS = ("input_ids", "segment_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_masked",
           "next_sentence_labels")

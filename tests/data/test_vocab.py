@@ -6,8 +6,8 @@ import pytest
 
 from nezha.cli import main as cli_main
 from nezha.data.corpus import strip_pos_tags
+from nezha.data.tokenization import NezhaTokenizer, load_vocab
 from nezha.data.vocab import is_cjk, train_vocab
-from nezha.tokenization import NezhaTokenizer, load_vocab
 
 
 @pytest.fixture(scope="module")

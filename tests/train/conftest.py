@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nezha.data.shards import Instance, instances_to_arrays, write_index, write_shard
-from nezha.tokenization import NezhaTokenizer
+from nezha.data.tokenization import NezhaTokenizer
 
 
 def people_daily_sentences(shared_data: Path, limit: int) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from nezha.cli import main
-from nezha.data.ner import read_sentences
+from nezha.tasks.ner.reader import read_sentences
 
 TINY = ["--from_scratch", "--preset", "tiny", "--num_hidden_layers", "1", "--hidden_size", "32",
         "--max_seq_length", "32", "--train_batch_size", "8", "--max_steps", "3", "--learning_rate", "1e-3"]

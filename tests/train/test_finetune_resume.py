@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from nezha.train.finetune import FinetuneArgs, finetune
-from nezha.train.metrics import read_metrics
+from nezha.train.run_log import read_metrics
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nezha.config import NezhaConfig
-from nezha.modeling import NezhaForPreTraining
+from nezha.model.config import NezhaConfig
+from nezha.model.modeling import NezhaForPreTraining
 from nezha.train.optim import Lamb, build_optimizer, param_groups
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from nezha.cli import main
-from nezha.modeling import NezhaForPreTraining
-from nezha.train.metrics import read_metrics
+from nezha.model.modeling import NezhaForPreTraining
 from nezha.train.pretrain import PretrainArgs, open_pretraining_data, pretrain
+from nezha.train.run_log import read_metrics
 
 
 def _args(pd_shards, tiny_config_file, out, **kw):

@@ -7,8 +7,8 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from nezha.train.metrics import read_metrics
 from nezha.train.pretrain import PretrainArgs, pretrain
+from nezha.train.run_log import read_metrics
 
 
 def _losses(out):

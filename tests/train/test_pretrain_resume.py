@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from nezha.train.metrics import read_metrics
 from nezha.train.pretrain import PretrainArgs, pretrain
+from nezha.train.run_log import read_metrics
 
 
 def _settings(pd_shards, tiny_config_file, out, **kw):

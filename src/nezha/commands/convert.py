@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from nezha.config import ACTIVATIONS
+from nezha.model.config import ACTIVATIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nezha.convert import convert_tf_checkpoint
+    from nezha.convert.from_tf import convert_tf_checkpoint
 
     report = convert_tf_checkpoint(
         args.tf_checkpoint, args.bert_config, args.output, args.vocab,

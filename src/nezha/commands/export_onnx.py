@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         import onnxscript  # noqa: F401  (torch.onnx.export needs it)
     except ImportError:
         raise UserError("ONNX export needs the onnx extra: pip install 'nezha[onnx]'") from None
-    from nezha.onnx_export import export_from_pretrained
+    from nezha.convert.onnx_export import export_from_pretrained
 
     report = export_from_pretrained(args.model_dir, args.task, args.output, opset=args.opset, atol=args.atol)
     loading = getattr(report, "loading_report", None)

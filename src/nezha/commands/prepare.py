@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     print("\n".join(lines))
     if args.summary_json:
-        from nezha.io import atomic_write_text
+        from nezha.io.atomic import atomic_write_text
 
         atomic_write_text(args.summary_json, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return 0

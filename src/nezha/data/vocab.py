@@ -4,7 +4,7 @@ Layout (as Google's Chinese vocab): ``[PAD]``, ``[unused1]``..``[unusedN]`` (roo
 resizing), ``[UNK] [CLS] [SEP] [MASK]``, then single characters (by code point), learned words (in the order the
 trainer learned them), ``##`` continuation pieces, and a ``##`` entry for every CJK character (whole-word-masking
 tokenizers mark non-initial characters of a word with ``##``). Words are split exactly as
-:class:`nezha.tokenization.NezhaTokenizer` splits them, so the vocab and the tokenizer agree.
+:class:`nezha.data.tokenization.NezhaTokenizer` splits them, so the vocab and the tokenizer agree.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nezha.data.corpus import ReadStats, iter_lines
-from nezha.tokenization import _CJK_RANGES, SPECIAL_TOKENS, configure_bert_pipeline
+from nezha.data.tokenization import _CJK_RANGES, SPECIAL_TOKENS, configure_bert_pipeline
 
 
 def is_cjk(ch: str) -> bool:

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from nezha.checkpoint import TIED_KEYS, load_state_dict_strict
-from nezha.io import atomic_write, atomic_write_text
+from nezha.io.atomic import atomic_write, atomic_write_text
+from nezha.model.pretrained import TIED_KEYS, load_state_dict_strict
 from nezha.train.distributed import DistInfo, WrappedModel, barrier
 
 logger = logging.getLogger("nezha")

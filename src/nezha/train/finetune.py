@@ -35,10 +35,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from nezha.config import PRESETS, NezhaConfig
-from nezha.io import atomic_write_text
-from nezha.tokenization import NezhaTokenizer
-from nezha.train.args import arg
+from nezha.data.tokenization import NezhaTokenizer
+from nezha.io.atomic import atomic_write_text
+from nezha.model.config import PRESETS, NezhaConfig
+from nezha.train.settings import arg
 
 logger = logging.getLogger("nezha")
 
@@ -178,7 +178,7 @@ class ClassificationTask:
         return "jsonl" if p.endswith((".jsonl", ".json")) else "csv" if p.endswith(".csv") else "tsv"
 
     def read(self, path: str, with_labels: bool = True, limit: int = 0):
-        from nezha.data.classification import PRESET_COLUMNS, Columns, read_examples
+        from nezha.tasks.classification.reader import PRESET_COLUMNS, Columns, read_examples
 
         fmt = self._format(path)
         cols = PRESET_COLUMNS.get(fmt) or Columns(self.s.text_a_column, self.s.text_b_column or None,
@@ -187,13 +187,13 @@ class ClassificationTask:
         return examples[:limit] if limit else examples
 
     def fit_labels(self, train) -> list[str]:
-        from nezha.data.classification import label_list
+        from nezha.tasks.classification.reader import label_list
 
         self.labels = self.labels or label_list(train)
         return self.labels
 
     def features(self, examples, with_labels: bool = True) -> list[dict]:
-        from nezha.data.classification import encode_examples, label_ids
+        from nezha.tasks.classification.reader import encode_examples, label_ids
 
         enc = encode_examples(self.tok, examples, self.s.max_seq_length)
         ids = label_ids(examples, self.labels) if with_labels else [0] * len(examples)
@@ -206,7 +206,7 @@ class ClassificationTask:
                 "labels": torch.tensor([f["label"] for f in feats])}
 
     def model_class(self, config: NezhaConfig):
-        from nezha.modeling import NezhaForSequenceClassification
+        from nezha.model.modeling import NezhaForSequenceClassification
 
         return NezhaForSequenceClassification
 
@@ -219,8 +219,8 @@ class ClassificationTask:
         return preds
 
     def evaluate(self, model, examples, out_dir: Path | None, train=None) -> dict:
-        from nezha.data.classification import label_ids
-        from nezha.metrics.classification import classification_report, majority_baseline, plot_confusion_matrix
+        from nezha.tasks.classification.metrics import classification_report, majority_baseline, plot_confusion_matrix
+        from nezha.tasks.classification.reader import label_ids
 
         preds = self.run_model(model, self.features(examples))
         gold = label_ids(examples, self.labels)
@@ -257,25 +257,25 @@ class NerTask:
         self.s, self.tok, self.labels = s, tokenizer, labels
 
     def _format(self, path: str) -> str:
-        from nezha.data.ner import detect_format
+        from nezha.tasks.ner.reader import detect_format
 
         return detect_format(path) if self.s.data_format == "auto" else self.s.data_format
 
     def read(self, path: str, with_labels: bool = True, limit: int = 0):
-        from nezha.data.ner import read_sentences
+        from nezha.tasks.ner.reader import read_sentences
 
         sents = read_sentences(path, self._format(path), with_tags=with_labels)
         return sents[:limit] if limit else sents
 
     def fit_labels(self, train) -> list[str]:
-        from nezha.data.ner import check_tags, tag_list
+        from nezha.tasks.ner.reader import check_tags, tag_list
 
         self.labels = self.labels or tag_list(train)
         check_tags(train, self.labels)
         return self.labels
 
     def features(self, sentences, with_labels: bool = True):
-        from nezha.data.ner import check_tags, make_windows
+        from nezha.tasks.ner.reader import check_tags, make_windows
 
         if with_labels:
             check_tags(sentences, self.labels)
@@ -293,13 +293,13 @@ class NerTask:
                 "label_mask": _pad([w.label_mask for w in windows], 0)}
 
     def model_class(self, config: NezhaConfig):
-        from nezha.crf import token_classifier_class
+        from nezha.model.crf import token_classifier_class
 
         return token_classifier_class(config)
 
     @torch.no_grad()
     def run_model(self, model, windows) -> list[list[int]]:
-        from nezha.crf import argmax_decode
+        from nezha.model.crf import argmax_decode
 
         out = []
         for batch in _batches(windows, self.s.eval_batch_size, self.collate, model):
@@ -310,8 +310,8 @@ class NerTask:
         return out
 
     def evaluate(self, model, sentences, out_dir: Path | None, train=None) -> dict:
-        from nezha.data.ner import collect_predictions
-        from nezha.metrics.ner import ner_report
+        from nezha.tasks.ner.metrics import ner_report
+        from nezha.tasks.ner.reader import collect_predictions
 
         windows = self.features(sentences)
         pred = collect_predictions(sentences, windows, self.run_model(model, windows), self.labels)
@@ -324,14 +324,14 @@ class NerTask:
         return report
 
     def predict(self, model, sentences, out_dir: Path) -> Path:
-        from nezha.data.ner import collect_predictions
+        from nezha.tasks.ner.reader import collect_predictions
 
         windows = self.features(sentences, with_labels=False)
         pred = collect_predictions(sentences, windows, self.run_model(model, windows), self.labels)
         return self.write_predictions(out_dir, sentences, pred, sentences[0].guid)
 
     def write_predictions(self, out_dir: Path, sentences, pred, guid: str) -> Path:
-        from nezha.data.ner import write_predictions
+        from nezha.tasks.ner.reader import write_predictions
 
         source = guid.rsplit(":", 1)[0]
         fmt = self._format(source)
@@ -349,7 +349,7 @@ class MrcTask:
         self.s, self.tok, self.labels = s, tokenizer, None
 
     def read(self, path: str, with_labels: bool = True, limit: int = 0, for_training: bool = False):
-        from nezha.data.mrc import read_squad
+        from nezha.tasks.mrc.reader import read_squad
 
         ex = read_squad(path, for_training=for_training)
         return ex[:limit] if limit else ex
@@ -358,7 +358,7 @@ class MrcTask:
         return None
 
     def features(self, examples, for_training: bool = False):
-        from nezha.data.mrc import make_features
+        from nezha.tasks.mrc.reader import make_features
 
         return make_features(self.tok, examples, self.s.max_seq_length, self.s.doc_stride, self.s.max_query_length,
                              for_training=for_training)
@@ -371,13 +371,13 @@ class MrcTask:
                 "end_positions": torch.tensor([f.end_position for f in feats])}
 
     def model_class(self, config: NezhaConfig):
-        from nezha.modeling import NezhaForQuestionAnswering
+        from nezha.model.modeling import NezhaForQuestionAnswering
 
         return NezhaForQuestionAnswering
 
     @torch.no_grad()
     def answers(self, model, examples):
-        from nezha.data.mrc import best_answers
+        from nezha.tasks.mrc.reader import best_answers
 
         feats = self.features(examples)
         starts, ends = [], []
@@ -390,7 +390,7 @@ class MrcTask:
         return best_answers(examples, feats, starts, ends, self.s.n_best_size, self.s.max_answer_length)
 
     def evaluate(self, model, examples, out_dir: Path | None, train=None) -> dict:
-        from nezha.metrics.cmrc import evaluate as cmrc_evaluate
+        from nezha.tasks.mrc.cmrc_metric import evaluate as cmrc_evaluate
 
         preds, nbest = self.answers(model, examples)
         dataset = {"data": [{"paragraphs": [{"qas": [{"id": e.qid, "answers": e.answers}]} for e in examples]}]}
@@ -481,8 +481,8 @@ def finetune(args: FinetuneArgs) -> dict:
     from nezha.train.checkpoint import CheckpointManager
     from nezha.train.distributed import EpochSampler, barrier, cleanup, init_distributed, wrap_model
     from nezha.train.loop import Precision, ProgressBar, StopSignal, check_finite_weights, train_step
-    from nezha.train.metrics import MetricsLogger
     from nezha.train.optim import build_optimizer
+    from nezha.train.run_log import MetricsLogger
     from nezha.train.schedule import LRSchedule
 
     out = Path(args.output_dir)

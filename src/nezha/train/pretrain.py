@@ -33,9 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nezha.config import PRESETS, NezhaConfig
-from nezha.io import atomic_write_text
-from nezha.train.args import arg, save_settings
+from nezha.io.atomic import atomic_write_text
+from nezha.model.config import PRESETS, NezhaConfig
 from nezha.train.checkpoint import CheckpointManager, _full_state_dicts
 from nezha.train.distributed import (
     DistInfo,
@@ -56,9 +55,10 @@ from nezha.train.loop import (
     check_finite_weights,
     train_step,
 )
-from nezha.train.metrics import MetricsLogger
 from nezha.train.optim import build_optimizer
+from nezha.train.run_log import MetricsLogger
 from nezha.train.schedule import LRSchedule
+from nezha.train.settings import arg, save_settings
 
 logger = logging.getLogger("nezha")
 
@@ -331,7 +331,7 @@ def all_reduce_max(value: float, device: torch.device) -> float:
 # ---------------------------------------------------------------------------------------------------- model
 def build_config(args: PretrainArgs, data) -> NezhaConfig:
     """The model config from --init_checkpoint, --bert_config_file or --preset (+ --vocab_file, --dropout)."""
-    from nezha.tokenization import load_vocab
+    from nezha.data.tokenization import load_vocab
 
     if args.init_checkpoint:
         config = NezhaConfig.from_json(Path(args.init_checkpoint) / "config.json")
@@ -404,7 +404,7 @@ def _pretrain(args: PretrainArgs, info: DistInfo) -> PretrainResult:
 
     # The same seed on every rank: identical initial weights (DDP would broadcast them anyway, FSDP would not).
     torch.manual_seed(args.seed)
-    from nezha.modeling import NezhaForPreTraining
+    from nezha.model.modeling import NezhaForPreTraining
 
     if args.init_checkpoint:
         overrides = {}
@@ -573,7 +573,7 @@ def export_model(model: WrappedModel, out_dir: Path, vocab_file: str | None, inf
     """Write the final ``from_pretrained`` folder (config.json, model.safetensors, vocab.txt) into ``out_dir``."""
     msd, _ = _full_state_dicts(model, None)
     if info.is_main:
-        from nezha.checkpoint import save_pretrained
+        from nezha.model.pretrained import save_pretrained
 
         class _Holder:  # save_pretrained needs .state_dict() and .config
             config = model.module.config

@@ -36,16 +36,6 @@ class UserError(Exception):
     """An error caused by the user's input; printed as one line without a traceback."""
 
 
-def str2bool(value: str) -> bool:
-    """Parse the original scripts' ``--do_lower_case=True`` style booleans."""
-    v = value.strip().lower()
-    if v in ("true", "1", "yes", "y", "t"):
-        return True
-    if v in ("false", "0", "no", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
-
-
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the ``selected`` subcommand's module is imported (``nezha prepare`` never loads torch)."""
     parser = argparse.ArgumentParser(prog="nezha", description=nezha.__doc__)

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
 from nezha.train.checkpoint import CheckpointManager
 from nezha.train.distributed import DistInfo, wrap_model
 from nezha.train.loop import NonFiniteLossError, Precision, train_step
 from nezha.train.run_log import MetricsLogger, read_metrics
 from nezha.train.schedule import LRSchedule
-from nezha.train.settings import add_dataclass_arguments, arg, dataclass_from_namespace
 
 
 @dataclasses.dataclass

@@ -140,7 +140,8 @@ def test_open_pretraining_data_rejects_mixed_kinds(pd_shards, tmp_path):
 
 
 def test_pretrain_on_tfrecords_equals_pretrain_on_shards(pd_shards, tiny_config_file, tmp_path):
-    tfrecord = pytest.importorskip("nezha.data.tfrecord", reason="nezha.data.tfrecord is not in this tree")
+    from nezha.data import tfrecord
+
     shards = open_pretraining_data([str(pd_shards)])
     batch = shards.get_batch(np.arange(len(shards)))
     path = tmp_path / "data.tfrecord"

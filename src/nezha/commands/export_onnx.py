@@ -1,7 +1,7 @@
 """``nezha export-onnx MODEL_DIR --task TASK --output model.onnx``: ONNX with dynamic batch and sequence axes.
 
 The exported file is run with ONNX Runtime at two sequence lengths and compared with PyTorch before it is kept.
-Needs the ``onnx`` extra (``pip install nezha[onnx]``: onnx, onnxruntime, onnxscript).
+Needs the ``onnx`` extra (``pip install 'nezha-pytorch[onnx]'``: onnx, onnxruntime, onnxscript).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import onnxscript  # noqa: F401  (torch.onnx.export needs it)
     except ImportError:
-        raise UserError("ONNX export needs the onnx extra: pip install 'nezha[onnx]'") from None
+        raise UserError("ONNX export needs the onnx extra: pip install 'nezha-pytorch[onnx]'") from None
     from nezha.convert.onnx_export import export_from_pretrained
 
     report = export_from_pretrained(args.model_dir, args.task, args.output, opset=args.opset, atol=args.atol)

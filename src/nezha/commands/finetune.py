@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from nezha.settings import add_dataclass_arguments, dataclass_from_namespace
 from nezha.train.finetune import FinetuneArgs, finetune
-from nezha.train.settings import add_dataclass_arguments, dataclass_from_namespace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import dataclasses
 import json
 import logging
 
-from nezha.cli import str2bool
 from nezha.data.pretraining import SEGMENTERS, PrepareArgs, prepare
+from nezha.settings import str2bool
 
 log = logging.getLogger(__name__)
 

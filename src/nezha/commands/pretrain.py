@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nezha.train.settings import add_dataclass_arguments, dataclass_from_namespace
+from nezha.settings import add_dataclass_arguments, dataclass_from_namespace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

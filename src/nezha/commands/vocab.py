@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from nezha.cli import str2bool
+from nezha.settings import str2bool
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

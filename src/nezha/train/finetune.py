@@ -38,7 +38,7 @@ import torch
 from nezha.data.tokenization import NezhaTokenizer
 from nezha.io.atomic import atomic_write_text
 from nezha.model.config import PRESETS, NezhaConfig
-from nezha.train.settings import arg
+from nezha.settings import arg
 
 logger = logging.getLogger("nezha")
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from nezha.io.atomic import atomic_write_text
 from nezha.model.config import PRESETS, NezhaConfig
+from nezha.settings import arg, save_settings
 from nezha.train.checkpoint import CheckpointManager, _full_state_dicts
 from nezha.train.distributed import (
     DistInfo,
@@ -58,7 +59,6 @@ from nezha.train.loop import (
 from nezha.train.optim import build_optimizer
 from nezha.train.run_log import MetricsLogger
 from nezha.train.schedule import LRSchedule
-from nezha.train.settings import arg, save_settings
 
 logger = logging.getLogger("nezha")
 

@@ -16,9 +16,17 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from nezha.cli import str2bool
-
 T = TypeVar("T")
+
+
+def str2bool(value: str) -> bool:
+    """Parse the original scripts' ``--do_lower_case=True`` style booleans."""
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "y", "t"):
+        return True
+    if v in ("false", "0", "no", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002

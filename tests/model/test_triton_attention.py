@@ -21,7 +21,8 @@ from nezha.model.kernels import unsupported_reason
 from nezha.model.kernels.check import GPU_CASES, INTERPRET_CASES, run_case
 from nezha.model.positions import relative_position_table
 
-triton = pytest.importorskip("triton", reason="triton is not installed (optional extra: pip install 'nezha-pytorch[triton]')")
+triton = pytest.importorskip(
+    "triton", reason="triton is not installed (optional extra: pip install 'nezha-pytorch[triton]')")
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

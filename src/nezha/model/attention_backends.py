@@ -33,8 +33,8 @@ def _fused_backend(backend: str, q: torch.Tensor):
         return None
     fused = _fused_kernel()
     if fused is None and backend == "triton":
-        raise ValueError("attention_backend='triton' needs the triton extra (pip install 'nezha-pytorch[triton]') and a "
-                         "CUDA device (or TRITON_INTERPRET=1)")
+        raise ValueError("attention_backend='triton' needs the triton extra (pip install "
+                         "'nezha-pytorch[triton]') and a CUDA device (or TRITON_INTERPRET=1)")
     return fused
 
 

@@ -52,7 +52,8 @@ class MetricsLogger:
 
                 self._tb = SummaryWriter(str(self.directory / "tensorboard"), purge_step=resume_step)
             except ImportError:
-                logger.info("tensorboard is not installed (pip install 'nezha-pytorch[tensorboard]'); logging to JSONL/CSV")
+                logger.info("tensorboard is not installed (pip install 'nezha-pytorch[tensorboard]'); "
+                            "logging to JSONL/CSV")
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
 
     def log(self, step: int, split: str = "train", **values: float) -> None:

@@ -134,8 +134,11 @@ def test_pretrain_nonfinite_loss_stops_without_checkpoint(pd_shards, tiny_config
 
 # ---------------------------------------------------------------------------------------------------- data
 def test_open_pretraining_data_rejects_mixed_kinds(pd_shards, tmp_path):
+    (tmp_path / "x.tfrecord").write_bytes(b"")
     with pytest.raises(ValueError, match="mix of .tfrecord"):
         open_pretraining_data([str(pd_shards), str(tmp_path / "x.tfrecord")])
+    with pytest.raises(FileNotFoundError, match="--input_dir: .*missing.tfrecord does not exist"):
+        open_pretraining_data([str(tmp_path / "missing.tfrecord")])
     assert len(open_pretraining_data(f"{pd_shards},{pd_shards}")) == 2 * len(open_pretraining_data([str(pd_shards)]))
 
 

@@ -17,9 +17,13 @@ log = logging.getLogger(__name__)
 MAX_REPORTED = 5  # per kind of problem; the rest are counted
 
 
-def expand_input_files(spec: str | Sequence[str]) -> list[Path]:
-    """``a.txt,b.txt`` and globs (``data/*.txt``), in the given order, globs sorted; errors name what is missing."""
+def expand_input_files(spec: str | Sequence[str], flag: str = "--input_file", folders: bool = False) -> list[Path]:
+    """``a.txt,b.txt`` and globs (``data/*.txt``), in the given order, globs sorted; errors name what is missing.
+
+    ``folders``: folders are accepted too (shard folders for ``nezha pretrain``); ``flag`` names the flag in errors.
+    """
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    kind = "file or folder" if folders else "file"
     out: list[Path] = []
     for part in (p.strip() for p in parts):
         if not part:
@@ -27,15 +31,15 @@ def expand_input_files(spec: str | Sequence[str]) -> list[Path]:
         if any(ch in part for ch in "*?["):
             matches = sorted(glob.glob(part))
             if not matches:
-                raise FileNotFoundError(f"--input_file: the pattern {part!r} matches no file")
+                raise FileNotFoundError(f"{flag}: the pattern {part!r} matches no {kind}")
             out.extend(Path(m) for m in matches)
         else:
             p = Path(part)
-            if not p.is_file():
-                raise FileNotFoundError(f"--input_file: {part} does not exist or is not a file")
+            if not (p.is_file() or (folders and p.is_dir())):
+                raise FileNotFoundError(f"{flag}: {part} does not exist or is not a {kind}")
             out.append(p)
     if not out:
-        raise ValueError("--input_file names no file")
+        raise ValueError(f"{flag} names no {kind}")
     return out
 
 

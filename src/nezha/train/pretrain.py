@@ -20,7 +20,6 @@ global batch is split over ranks and micro-batches: 2 ranks × batch b train exa
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import time
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nezha.data.corpus import expand_input_files
 from nezha.io.atomic import atomic_write_text
 from nezha.model.config import PRESETS, NezhaConfig
 from nezha.settings import arg, save_settings
@@ -41,7 +41,7 @@ from nezha.train.distributed import (
     DistInfo,
     EpochSampler,
     WrappedModel,
-    all_reduce_sum,
+    all_reduce,
     barrier,
     cleanup,
     init_distributed,
@@ -158,28 +158,15 @@ class PretrainResult:
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def _expand(paths: list[str]) -> list[str]:
-    out = []
-    for entry in paths:
-        for p in (s.strip() for s in str(entry).split(",")):
-            if not p:
-                continue
-            matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
-            if not matches:
-                raise FileNotFoundError(f"no files match {p!r}")
-            out += matches
-    return out
-
-
 def open_pretraining_data(paths: list[str] | str):
     """Open shard folders (``nezha prepare``) or original TFRecord files, chosen by suffix.
 
     Both return an object with ``len()``, ``get_batch(indices) -> dict of numpy arrays`` and ``max_seq_length``.
     """
-    paths = _expand([paths] if isinstance(paths, str) else list(paths))
-    if not paths:
-        raise ValueError("no pretraining data given")
-    is_tf = [Path(p).suffix in TFRECORD_SUFFIXES for p in paths]
+    entries = [paths] if isinstance(paths, str) else list(paths)
+    parts = [p for entry in entries for p in str(entry).split(",")]
+    paths = expand_input_files(parts, flag="--input_dir", folders=True)
+    is_tf = [p.suffix in TFRECORD_SUFFIXES for p in paths]
     if all(is_tf):
         from nezha.data.tfrecord import TFRecordInstances
 
@@ -293,7 +280,7 @@ _STAT_KEYS = ("mlm_loss_sum", "mlm_correct", "masked", "nsp_loss_sum", "nsp_corr
 
 def _reduce_stats(sums: dict[str, float], device: torch.device) -> dict[str, float]:
     t = torch.tensor([sums.get(k, 0.0) for k in _STAT_KEYS], dtype=torch.float64, device=device)
-    all_reduce_sum(t)
+    all_reduce(t, "sum")
     return dict(zip(_STAT_KEYS, t.tolist()))
 
 
@@ -306,7 +293,7 @@ def evaluate(model: WrappedModel, data, indices: np.ndarray, info: DistInfo, pre
     sums = dict.fromkeys(_STAT_KEYS, 0.0)
     n_batches = -(-len(mine) // batch_size)
     # Every rank runs the same number of forwards (FSDP all-gathers in forward); extra ones are weight-0.
-    n_batches = int(all_reduce_max(n_batches, info.device))
+    n_batches = int(all_reduce(torch.tensor([float(n_batches)], device=info.device), "max").item())
     for b in range(n_batches):
         idx = mine[b * batch_size:(b + 1) * batch_size]
         real = len(idx) > 0
@@ -317,15 +304,6 @@ def evaluate(model: WrappedModel, data, indices: np.ndarray, info: DistInfo, pre
             sums[k] += float(v)
     model.train()
     return _summarize(_reduce_stats(sums, info.device))
-
-
-def all_reduce_max(value: float, device: torch.device) -> float:
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -376,36 +354,86 @@ def pretrain(args: PretrainArgs) -> PretrainResult:
     """Run (or resume) pretraining as ``args`` says; see the module docstring. Call under torchrun for many ranks."""
     info = init_distributed(args.device)
     try:
-        return _pretrain(args, info)
+        run = _setup(args, info)
+        progress = _train(run)
+        return _finish(run, progress)
     finally:
         cleanup()
 
 
-def _pretrain(args: PretrainArgs, info: DistInfo) -> PretrainResult:
-    out_dir = Path(args.output_dir)
-    precision = Precision.resolve(args.precision, info.device)
+@dataclass
+class _Run:
+    """What a run holds from set-up to the end: data, model, optimizer state and where to write."""
+
+    args: PretrainArgs
+    info: DistInfo
+    out_dir: Path
+    precision: Precision
+    data: object  # PretrainingShards or TFRecordInstances
+    pool: np.ndarray  # training instance indices
+    eval_data: object | None
+    eval_idx: np.ndarray
+    model: WrappedModel
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    sampler: EpochSampler
+    manager: CheckpointManager
+    layout: dict  # batch layout that a resume must match
+    start: int  # global step to start from (0, or the resumed checkpoint's)
+    resumed: bool
+    baseline: dict[str, float]
+    metrics: MetricsLogger | None = None  # opened when the loop starts
+    bar: ProgressBar | None = None
+
+    @property
+    def end(self) -> int:
+        return min(self.args.num_train_steps, self.args.stop_at_step or self.args.num_train_steps)
+
+    def load_step(self, step: int) -> list[tuple[dict[str, np.ndarray], bool]]:
+        """This rank's micro-batches of ``step`` as numpy arrays (runs in the prefetch thread)."""
+        return [(self.data.get_batch(idx), real) for idx, real in self.sampler.micro_batches(step)]
+
+    def save(self, step: int) -> None:
+        # Never write a checkpoint that would resume into garbage (e.g. an update that overflowed the weights).
+        check_finite_weights(self.model, step)
+        epoch, in_epoch = self.sampler.position(step)
+        self.manager.save(step, self.model, self.optimizer, {"schedule": self.schedule, "scaler": self.scaler},
+                          meta={**self.layout, "epoch": epoch, "step_in_epoch": in_epoch})
+
+
+@dataclass
+class _Progress:
+    """Where the loop is and what it last measured."""
+
+    step: int
+    stopped: bool = False
+    skipped_in_row: int = 0
+    window: dict[str, float] = dataclasses.field(default_factory=dict)  # stats summed since the last log
+    last_train: dict[str, float] = dataclasses.field(default_factory=dict)
+    last_eval: dict[str, float] | None = None
+
+
+def _open_datasets(args: PretrainArgs) -> tuple[object, np.ndarray, object | None, np.ndarray]:
+    """Training data and instance pool, and evaluation data and indices (--eval_dir, or held out by --eval_fraction)."""
     data = open_pretraining_data(args.input_dir)
-    eval_data, eval_idx = None, np.zeros(0, np.int64)
     pool = np.arange(len(data))
     if args.eval_dir:
         eval_data = open_pretraining_data(args.eval_dir)
-        eval_idx = np.arange(len(eval_data))
-    elif args.eval_fraction > 0:
+        return data, pool, eval_data, np.arange(len(eval_data))
+    if args.eval_fraction > 0:
         perm = np.random.default_rng([args.seed, 999]).permutation(len(data))
         n_eval = max(1, int(round(len(data) * args.eval_fraction)))
-        eval_data, eval_idx, pool = data, np.sort(perm[:n_eval]), np.sort(perm[n_eval:])
-    config = build_config(args, data)
-    check_data(args, data, config, ", ".join(map(str, args.input_dir)))
-    if eval_data is not None and eval_data is not data:
-        check_data(dataclasses.replace(args, max_seq_length=None, max_predictions_per_seq=None), eval_data, config,
-                   ", ".join(map(str, args.eval_dir)))
-    sampler = EpochSampler(pool, batch_size=args.train_batch_size, accum=args.gradient_accumulation_steps,
-                           rank=info.rank, world_size=info.world_size, seed=args.seed)
+        return data, np.sort(perm[n_eval:]), data, np.sort(perm[:n_eval])
+    return data, pool, None, np.zeros(0, np.int64)
+
+
+def _build_model(args: PretrainArgs, config: NezhaConfig, info: DistInfo) -> WrappedModel:
+    """The model from --init_checkpoint or ``config``, identical on every rank, wrapped for DDP/FSDP."""
+    from nezha.model.modeling import NezhaForPreTraining
 
     # The same seed on every rank: identical initial weights (DDP would broadcast them anyway, FSDP would not).
     torch.manual_seed(args.seed)
-    from nezha.model.modeling import NezhaForPreTraining
-
     if args.init_checkpoint:
         overrides = {}
         if args.dropout is not None:
@@ -413,160 +441,207 @@ def _pretrain(args: PretrainArgs, info: DistInfo) -> PretrainResult:
         model = NezhaForPreTraining.from_pretrained(args.init_checkpoint, **overrides)
     else:
         model = NezhaForPreTraining(config)
-    config = model.config
     blocks = tuple(model.nezha.encoder.layer) if args.distributed == "fsdp" else ()
-    wrapped = wrap_model(model, info, args.distributed, compile=args.compile, fsdp_blocks=blocks)
+    return wrap_model(model, info, args.distributed, compile=args.compile, fsdp_blocks=blocks)
+
+
+def _setup(args: PretrainArgs, info: DistInfo) -> _Run:
+    """Open and check the data, build model, optimizer, schedule and scaler, and resume when a checkpoint exists."""
+    precision = Precision.resolve(args.precision, info.device)
+    data, pool, eval_data, eval_idx = _open_datasets(args)
+    config = build_config(args, data)
+    check_data(args, data, config, ", ".join(map(str, args.input_dir)))
+    if eval_data is not None and eval_data is not data:
+        check_data(dataclasses.replace(args, max_seq_length=None, max_predictions_per_seq=None), eval_data, config,
+                   ", ".join(map(str, args.eval_dir)))
+    sampler = EpochSampler(pool, batch_size=args.train_batch_size, accum=args.gradient_accumulation_steps,
+                           rank=info.rank, world_size=info.world_size, seed=args.seed)
+    model = _build_model(args, config, info)
     optimizer = build_optimizer(
-        model, args.optimizer, lr=args.learning_rate, weight_decay=args.weight_decay,
+        model.module, args.optimizer, lr=args.learning_rate, weight_decay=args.weight_decay,
         betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, grad_prenorm=args.lamb_grad_prenorm,
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else 1.0,
     )
     schedule = LRSchedule(optimizer, warmup=args.num_warmup_steps, total=args.num_train_steps,
                           peak=args.learning_rate, floor=args.lr_end, power=args.lr_power)
-    scaler = precision.grad_scaler(init_scale=args.loss_scale_init)
-    stateful = {"schedule": schedule, "scaler": scaler}
     layout = {"global_batch": sampler.global_batch, "train_batch_size": args.train_batch_size,
               "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
               "num_train_instances": int(len(pool))}
-    manager = CheckpointManager(out_dir / "checkpoints", info, keep=args.keep_checkpoints)
-
-    start = 0
-    resume_from = manager.resolve(args.resume)
-    if resume_from is not None:
-        meta = manager.load(resume_from, wrapped, optimizer, stateful, expect=layout)
-        start = int(meta["step"])
-        if info.is_main:
-            logger.info("resumed from %s at step %d", resume_from, start)
-    else:
-        torch.manual_seed(args.seed + info.rank)  # dropout differs per rank, reproducibly
-    end = min(args.num_train_steps, args.stop_at_step or args.num_train_steps)
-
-    baseline = unigram_baseline(data) if info.is_main else {}
+    run = _Run(args, info, Path(args.output_dir), precision, data, pool, eval_data, eval_idx, model, optimizer,
+               schedule, precision.grad_scaler(init_scale=args.loss_scale_init), sampler,
+               CheckpointManager(Path(args.output_dir) / "checkpoints", info, keep=args.keep_checkpoints), layout,
+               start=0, resumed=False, baseline={})
+    _resume(run)
+    run.baseline = unigram_baseline(data) if info.is_main else {}
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_settings(args, out_dir / "args.json")
-        n_params = sum(p.numel() for p in model.parameters())
-        logger.info(
-            "pretraining %s params (hidden %d, layers %d) on %d instances x %d tokens; %d process(es), global batch "
-            "%d, precision %s, optimizer %s; unigram baseline: MLM acc %.4f, loss %.3f",
-            f"{n_params:,}", config.hidden_size, config.num_hidden_layers, len(pool), data.max_seq_length,
-            info.world_size, sampler.global_batch, precision.name, args.optimizer,
-            baseline["unigram_mlm_acc"], baseline["unigram_mlm_loss"],
-        )
-    metrics = MetricsLogger(out_dir, enabled=info.is_main, tensorboard=args.tensorboard,
-                            resume_step=start if resume_from is not None else None)
-    bar = ProgressBar(args.num_train_steps, initial=start, enabled=info.is_main and args.progress)
+        _log_start(run)
+    return run
+
+
+def _resume(run: _Run) -> None:
+    """Continue from the checkpoint --resume names (if any); otherwise seed dropout per rank."""
+    resume_from = run.manager.resolve(run.args.resume)
+    if resume_from is None:
+        torch.manual_seed(run.args.seed + run.info.rank)  # dropout differs per rank, reproducibly
+        return
+    stateful = {"schedule": run.schedule, "scaler": run.scaler}
+    meta = run.manager.load(resume_from, run.model, run.optimizer, stateful, expect=run.layout)
+    run.start, run.resumed = int(meta["step"]), True
+    if run.info.is_main:
+        logger.info("resumed from %s at step %d", resume_from, run.start)
+
+
+def _log_start(run: _Run) -> None:
+    """Write args.json and say what is about to be trained (main process)."""
+    args = run.args
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    save_settings(args, run.out_dir / "args.json")
+    config = run.model.module.config
+    n_params = sum(p.numel() for p in run.model.module.parameters())
+    logger.info(
+        "pretraining %s params (hidden %d, layers %d) on %d instances x %d tokens; %d process(es), global batch "
+        "%d, precision %s, optimizer %s; unigram baseline: MLM acc %.4f, loss %.3f",
+        f"{n_params:,}", config.hidden_size, config.num_hidden_layers, len(run.pool), run.data.max_seq_length,
+        run.info.world_size, run.sampler.global_batch, run.precision.name, args.optimizer,
+        run.baseline["unigram_mlm_acc"], run.baseline["unigram_mlm_loss"],
+    )
+
+
+def _train(run: _Run) -> _Progress:
+    """The step loop: prefetch the next step's batches while this one trains; log, evaluate and save on schedule."""
+    args, info = run.args, run.info
+    progress = _Progress(step=run.start)
+    run.metrics = MetricsLogger(run.out_dir, enabled=info.is_main, tensorboard=args.tensorboard,
+                                resume_step=run.start if run.resumed else None)
+    run.bar = ProgressBar(args.num_train_steps, initial=run.start, enabled=info.is_main and args.progress)
     meter = Throughput()
-    window: dict[str, float] = {}
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] | None = None
-    seq_len = int(data.max_seq_length)
-    step = start
-    stopped = False
-    skipped_in_row = 0
-
-    def load_step(s: int):
-        return [(data.get_batch(idx), real) for idx, real in sampler.micro_batches(s)]
-
-    def save(s: int) -> None:
-        # Never write a checkpoint that would resume into garbage (e.g. an update that overflowed the weights).
-        check_finite_weights(wrapped, s)
-        epoch, in_epoch = sampler.position(s)
-        manager.save(s, wrapped, optimizer, stateful, meta={**layout, "epoch": epoch, "step_in_epoch": in_epoch})
-
-    eval_bs = max(1, args.train_batch_size // args.gradient_accumulation_steps)
     try:
         with StopSignal() as stop, ThreadPoolExecutor(1) as prefetch:
-            pending = prefetch.submit(load_step, step) if step < end else None
-            wrapped.train()
-            while step < end:
+            pending = prefetch.submit(run.load_step, progress.step) if progress.step < run.end else None
+            run.model.train()
+            while progress.step < run.end:
                 raw = pending.result()
-                pending = prefetch.submit(load_step, step + 1) if step + 1 < end else None
-                micro = [batch_to_tensors(b, info.device, real) for b, real in raw]
-                # Global counts of this step: every rank normalises by the same totals (DDP then averages gradients,
-                # hence the factor world_size). The stop flag rides along so all ranks stop at the same step.
-                real_seqs = sum(len(b["lengths"]) for b, real in raw if real)
-                counts = torch.tensor(
-                    [float(sum(int(b["num_masked"].sum()) for b, real in raw if real)), float(real_seqs),
-                     float(stop.requested)],
-                    dtype=torch.float64, device=info.device,
-                )
-                all_reduce_sum(counts)
-                n_masked, n_seqs, stop_votes = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0), counts[2].item()
-                if stop_votes > 0:
-                    stopped = True
+                pending = prefetch.submit(run.load_step, progress.step + 1) if progress.step + 1 < run.end else None
+                result, lr, real_seqs = _train_one_step(run, progress, raw, stop.requested)
+                if result is None:
                     break
-                scale = float(info.world_size)
-
-                def loss_fn(engine, mb, n_masked=n_masked, n_seqs=n_seqs, scale=scale):
-                    mlm_sum, nsp_sum, stats = pretraining_sums(engine, mb)
-                    return (mlm_sum / n_masked + nsp_sum / n_seqs) * scale, stats
-
-                lr = schedule.apply()
-                result = train_step(wrapped, micro, loss_fn, optimizer, scaler, precision,
-                                    max_grad_norm=args.max_grad_norm, step=step + 1)
-                schedule.step()
-                step += 1
-                skipped_in_row = skipped_in_row + 1 if result.skipped else 0
-                if result.skipped:
-                    logger.warning("step %d: fp16 overflow, step skipped (loss scale now %g)", step, scaler.get_scale())
-                    if skipped_in_row >= args.max_skipped_steps:
-                        raise NonFiniteLossError(step, result.grad_norm, result.stats)
-                for k, v in result.stats.items():
-                    window[k] = window.get(k, 0.0) + v
-                meter.add(real_seqs, real_seqs * seq_len)
-                if step % args.log_every == 0 or step == end:
-                    sums = _reduce_stats(window, info.device)
-                    seq_s, tok_s = meter.read()
-                    last_train = {**_summarize(sums), "lr": lr, "grad_norm": result.grad_norm,
-                                  "seq_per_s": seq_s * info.world_size, "tokens_per_s": tok_s * info.world_size}
-                    if precision.name == "fp16":
-                        last_train["loss_scale"] = scaler.get_scale()
-                    metrics.log(step, "train", **last_train)
-                    bar.update(0, loss=last_train["loss"], mlm_acc=last_train["mlm_acc"], nsp_acc=last_train["nsp_acc"],
-                               lr=lr, seq_s=last_train["seq_per_s"], tok_s=last_train["tokens_per_s"])
-                    window = {}
-                bar.update(1)
-                if eval_data is not None and args.eval_every and step % args.eval_every == 0 and step < end:
-                    last_eval = evaluate(wrapped, eval_data, eval_idx, info, precision, eval_bs, args.max_eval_batches)
-                    metrics.log(step, "eval", **last_eval)
-                    bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-                if step % args.save_checkpoints_steps == 0 and step < end:
-                    save(step)
+                meter.add(real_seqs, real_seqs * int(run.data.max_seq_length))
+                _after_step(run, progress, result, lr, meter)
             if pending is not None:
                 pending.cancel()
-        if step > start or stopped:
-            if stopped:
-                logger.info("stop signal received: saving a checkpoint at step %d and exiting", step)
-            save(step)
+        if progress.step > run.start or progress.stopped:
+            if progress.stopped:
+                logger.info("stop signal received: saving a checkpoint at step %d and exiting", progress.step)
+            run.save(progress.step)
     except NonFiniteLossError as e:
-        metrics.log(e.step, "error", nonfinite=1.0, **{k: v for k, v in e.stats.items() if isinstance(v, float)})
-        metrics.close()
-        bar.close()
+        run.metrics.log(e.step, "error", nonfinite=1.0, **{k: v for k, v in e.stats.items() if isinstance(v, float)})
+        run.metrics.close()
+        run.bar.close()
         raise
-    bar.close()
-    finished = step >= args.num_train_steps
-    if eval_data is not None and not stopped:
-        last_eval = evaluate(wrapped, eval_data, eval_idx, info, precision, eval_bs, args.max_eval_batches)
-        metrics.log(step, "eval", **last_eval)
+    run.bar.close()
+    return progress
+
+
+def _train_one_step(run: _Run, progress: _Progress, raw: list, stop_requested: bool):
+    """One optimizer step on ``raw`` micro-batches; returns (StepOutput, lr, real sequences on this rank), or
+    (None, 0, 0) when any rank got a stop signal (then nothing was trained)."""
+    info = run.info
+    micro = [batch_to_tensors(b, info.device, real) for b, real in raw]
+    # Global counts of this step: every rank normalises by the same totals (DDP then averages gradients, hence the
+    # factor world_size). The stop flag rides along so all ranks stop at the same step.
+    real_seqs = sum(len(b["lengths"]) for b, real in raw if real)
+    counts = torch.tensor(
+        [float(sum(int(b["num_masked"].sum()) for b, real in raw if real)), float(real_seqs), float(stop_requested)],
+        dtype=torch.float64, device=info.device,
+    )
+    all_reduce(counts, "sum")
+    n_masked, n_seqs, stop_votes = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0), counts[2].item()
+    if stop_votes > 0:
+        progress.stopped = True
+        return None, 0.0, 0
+    scale = float(info.world_size)
+
+    def loss_fn(engine, mb):
+        mlm_sum, nsp_sum, stats = pretraining_sums(engine, mb)
+        return (mlm_sum / n_masked + nsp_sum / n_seqs) * scale, stats
+
+    lr = run.schedule.apply()
+    result = train_step(run.model, micro, loss_fn, run.optimizer, run.scaler, run.precision,
+                        max_grad_norm=run.args.max_grad_norm, step=progress.step + 1)
+    run.schedule.step()
+    progress.step += 1
+    progress.skipped_in_row = progress.skipped_in_row + 1 if result.skipped else 0
+    if result.skipped:
+        logger.warning("step %d: fp16 overflow, step skipped (loss scale now %g)", progress.step,
+                       run.scaler.get_scale())
+        if progress.skipped_in_row >= run.args.max_skipped_steps:
+            raise NonFiniteLossError(progress.step, result.grad_norm, result.stats)
+    return result, lr, real_seqs
+
+
+def _after_step(run: _Run, progress: _Progress, result, lr: float, meter: Throughput) -> None:
+    """Accumulate the step's stats; log, evaluate and save when their step comes."""
+    args, info, step = run.args, run.info, progress.step
+    for k, v in result.stats.items():
+        progress.window[k] = progress.window.get(k, 0.0) + v
+    if step % args.log_every == 0 or step == run.end:
+        sums = _reduce_stats(progress.window, info.device)
+        seq_s, tok_s = meter.read()
+        progress.last_train = {**_summarize(sums), "lr": lr, "grad_norm": result.grad_norm,
+                               "seq_per_s": seq_s * info.world_size, "tokens_per_s": tok_s * info.world_size}
+        if run.precision.name == "fp16":
+            progress.last_train["loss_scale"] = run.scaler.get_scale()
+        run.metrics.log(step, "train", **progress.last_train)
+        t = progress.last_train
+        run.bar.update(0, loss=t["loss"], mlm_acc=t["mlm_acc"], nsp_acc=t["nsp_acc"], lr=lr, seq_s=t["seq_per_s"],
+                       tok_s=t["tokens_per_s"])
+        progress.window = {}
+    run.bar.update(1)
+    if run.eval_data is not None and args.eval_every and step % args.eval_every == 0 and step < run.end:
+        progress.last_eval = _evaluate(run)
+        run.metrics.log(step, "eval", **progress.last_eval)
+        run.bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in progress.last_eval.items()))
+    if step % args.save_checkpoints_steps == 0 and step < run.end:
+        run.save(step)
+
+
+def _evaluate(run: _Run) -> dict[str, float]:
+    eval_bs = max(1, run.args.train_batch_size // run.args.gradient_accumulation_steps)
+    return evaluate(run.model, run.eval_data, run.eval_idx, run.info, run.precision, eval_bs,
+                    run.args.max_eval_batches)
+
+
+def _finish(run: _Run, progress: _Progress) -> PretrainResult:
+    """Final evaluation, model export (when num_train_steps was reached), CSV/plot/summary files."""
+    step, info = progress.step, run.info
+    finished = step >= run.args.num_train_steps
+    if run.eval_data is not None and not progress.stopped:
+        progress.last_eval = _evaluate(run)
+        run.metrics.log(step, "eval", **progress.last_eval)
     if finished:
-        export_model(wrapped, out_dir, args.vocab_file, info)
+        export_model(run.model, run.out_dir, run.args.vocab_file, info)
     if info.is_main:
-        metrics.write_csv()
-        metrics.plot(out_dir / "metrics.png", baselines={"unigram_mlm_acc": baseline["unigram_mlm_acc"],
-                                                         "unigram_mlm_loss": baseline["unigram_mlm_loss"]})
-        summary = {"step": step, "finished": finished, "stopped_by_signal": stopped, "train": last_train,
-                   "eval": last_eval, "baseline": baseline, "time": time.time()}
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        if last_train:
-            logger.info(
-                "step %d: loss %.4f, MLM acc %.4f (unigram baseline %.4f), NSP acc %.4f%s", step,
-                last_train["loss"], last_train["mlm_acc"], baseline["unigram_mlm_acc"], last_train["nsp_acc"],
-                f"; eval loss {last_eval['loss']:.4f}, MLM acc {last_eval['mlm_acc']:.4f}" if last_eval else "",
-            )
-    metrics.close()
+        _write_summary(run, progress, finished)
+    run.metrics.close()
     barrier()
-    return PretrainResult(step, finished, stopped, last_train, last_eval, baseline, out_dir)
+    return PretrainResult(step, finished, progress.stopped, progress.last_train, progress.last_eval, run.baseline,
+                          run.out_dir)
+
+
+def _write_summary(run: _Run, progress: _Progress, finished: bool) -> None:
+    baseline, last_train, last_eval = run.baseline, progress.last_train, progress.last_eval
+    run.metrics.write_csv()
+    run.metrics.plot(run.out_dir / "metrics.png", baselines={"unigram_mlm_acc": baseline["unigram_mlm_acc"],
+                                                             "unigram_mlm_loss": baseline["unigram_mlm_loss"]})
+    summary = {"step": progress.step, "finished": finished, "stopped_by_signal": progress.stopped,
+               "train": last_train, "eval": last_eval, "baseline": baseline, "time": time.time()}
+    atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if last_train:
+        logger.info(
+            "step %d: loss %.4f, MLM acc %.4f (unigram baseline %.4f), NSP acc %.4f%s", progress.step,
+            last_train["loss"], last_train["mlm_acc"], baseline["unigram_mlm_acc"], last_train["nsp_acc"],
+            f"; eval loss {last_eval['loss']:.4f}, MLM acc {last_eval['mlm_acc']:.4f}" if last_eval else "",
+        )
 
 
 def export_model(model: WrappedModel, out_dir: Path, vocab_file: str | None, info: DistInfo) -> None:

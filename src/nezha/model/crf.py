@@ -151,7 +151,7 @@ class NezhaCrfForTokenClassification(NezhaForTokenClassification):
             emis, mask = compact(logits, keep)  # (B, L, N)
             tags, _ = compact(labels.clamp(min=0), keep)  # (B, L)
             loss = -self.crf.log_likelihood(emis, tags, mask).mean()
-        return TokenClassifierOutput(logits, loss, out.hidden_states)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
     @torch.no_grad()
     def decode(self, logits: torch.Tensor, label_mask: torch.Tensor) -> list[list[int]]:

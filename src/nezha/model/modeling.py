@@ -10,6 +10,7 @@ and the TF converter maps names one to one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,49 +36,87 @@ _ACTIVATIONS = {
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
-@dataclass
-class NezhaModelOutput:
+class ModelOutput:
+    """Gives the output dataclasses transformers' ``ModelOutput`` access, so code ported from transformers runs.
+
+    As there, only fields that are not None count, in declaration order (``loss`` first when present):
+    ``out["logits"]``, ``out[0]``, ``out[:2]``, ``to_tuple()``, ``keys()``, ``"loss" in out``; iterating yields
+    the keys, as for a dict. Fields are declared in transformers' order, so positions agree with its classes.
+    """
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list:
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self) -> list[tuple[str, object]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+    def __getitem__(self, key: str | int | slice):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
+@dataclass(kw_only=True)
+class NezhaModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor  # (B, T, E)
     pooler_output: torch.Tensor | None = None  # (B, E)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + each layer, when asked for
 
 
-@dataclass
-class NezhaForPreTrainingOutput:
+@dataclass(kw_only=True)
+class NezhaForPreTrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None
     prediction_logits: torch.Tensor  # (B, T, V), or (B, M, V) when masked positions are given
     seq_relationship_logits: torch.Tensor  # (B, 2)
-    loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    # Not in transformers: last, so that the positions above match its NezhaForPreTrainingOutput.
     mlm_loss: torch.Tensor | None = None
     nsp_loss: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-@dataclass
-class MaskedLMOutput:
+@dataclass(kw_only=True)
+class MaskedLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
     logits: torch.Tensor  # (B, T, V)
-    loss: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-@dataclass
-class SequenceClassifierOutput:
+@dataclass(kw_only=True)
+class SequenceClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
     logits: torch.Tensor  # (B, N)
-    loss: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-@dataclass
-class TokenClassifierOutput:
+@dataclass(kw_only=True)
+class TokenClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
     logits: torch.Tensor  # (B, T, N)
-    loss: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-@dataclass
-class QuestionAnsweringOutput:
+@dataclass(kw_only=True)
+class QuestionAnsweringOutput(ModelOutput):
+    loss: torch.Tensor | None = None
     start_logits: torch.Tensor  # (B, T)
     end_logits: torch.Tensor  # (B, T)
-    loss: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
@@ -421,7 +460,10 @@ class NezhaForPreTraining(NezhaPreTrainedModel):
             nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.reshape(-1))
         if mlm_loss is not None and nsp_loss is not None:
             loss = mlm_loss + nsp_loss
-        return NezhaForPreTrainingOutput(logits, nsp_logits, loss, mlm_loss, nsp_loss, out.hidden_states)
+        return NezhaForPreTrainingOutput(
+            loss=loss, prediction_logits=logits, seq_relationship_logits=nsp_logits, hidden_states=out.hidden_states,
+            mlm_loss=mlm_loss, nsp_loss=nsp_loss,
+        )
 
 
 class NezhaForMaskedLM(NezhaPreTrainedModel):
@@ -440,7 +482,7 @@ class NezhaForMaskedLM(NezhaPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1))
-        return MaskedLMOutput(logits, loss, out.hidden_states)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 
 def _classifier_dropout(config: NezhaConfig) -> float:
@@ -470,7 +512,7 @@ class NezhaForSequenceClassification(NezhaPreTrainedModel):
                 loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
             else:
                 loss = F.cross_entropy(logits.float(), labels.reshape(-1))
-        return SequenceClassifierOutput(logits, loss, out.hidden_states)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 
 class NezhaForTokenClassification(NezhaPreTrainedModel):
@@ -493,7 +535,7 @@ class NezhaForTokenClassification(NezhaPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1))
-        return TokenClassifierOutput(logits, loss, out.hidden_states)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 
 class NezhaForQuestionAnswering(NezhaPreTrainedModel):
@@ -529,7 +571,9 @@ class NezhaForQuestionAnswering(NezhaPreTrainedModel):
                 F.cross_entropy(start_logits, start_positions, ignore_index=T)
                 + F.cross_entropy(end_logits, end_positions, ignore_index=T)
             ) / 2
-        return QuestionAnsweringOutput(start_logits, end_logits, loss, out.hidden_states)
+        return QuestionAnsweringOutput(
+            loss=loss, start_logits=start_logits, end_logits=end_logits, hidden_states=out.hidden_states
+        )
 
 
 MODEL_CLASSES = {

@@ -1,55 +1,14 @@
-import argparse
-import dataclasses
-import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
 from nezha.train.checkpoint import CheckpointManager
 from nezha.train.distributed import DistInfo, wrap_model
 from nezha.train.loop import NonFiniteLossError, Precision, train_step
 from nezha.train.run_log import MetricsLogger, read_metrics
 from nezha.train.schedule import LRSchedule
-
-
-@dataclasses.dataclass
-class _Args:
-    lr: float = arg(1e-3, "learning rate")
-    steps: int = arg(10, "steps")
-    use_x: bool = arg(False, "a switch")
-    inputs: list[str] = arg([], "paths")
-
-
-def _parse(argv):
-    p = argparse.ArgumentParser()
-    add_dataclass_arguments(p, _Args)
-    return dataclass_from_namespace(_Args, p.parse_args(argv))
-
-
-def test_args_flags_override_config_file_which_overrides_defaults(tmp_path):
-    cfg = tmp_path / "run.json"
-    cfg.write_text(json.dumps({"lr": 0.5, "steps": 3, "inputs": "a"}))
-    a = _parse(["--config", str(cfg), "--steps", "7", "--use_x=True"])
-    assert (a.lr, a.steps, a.use_x, a.inputs) == (0.5, 7, True, ["a"])
-    assert _parse([]).lr == 1e-3
-
-
-def test_args_unknown_setting_in_file_is_named(tmp_path):
-    cfg = tmp_path / "run.json"
-    cfg.write_text(json.dumps({"learning_rat": 0.5}))
-    with pytest.raises(ValueError, match="learning_rat"):
-        _parse(["--config", str(cfg)])
-
-
-def test_args_yaml_file(tmp_path):
-    pytest.importorskip("yaml")
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text("lr: 0.25\nuse_x: true\n")
-    a = _parse(["--config", str(cfg)])
-    assert a.lr == 0.25 and a.use_x is True
 
 
 def _tiny_setup(seed=0):

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "convert a released TensorFlow NEZHA checkpoint (no TensorFlow needed)"),
     "verify": ("verify", "check downloaded checkpoint files against an MD5 list"),
     "export-onnx": ("export_onnx", "export a model to ONNX with dynamic batch and sequence axes"),
+    "serve": ("serve", "HTTP JSON API and a try-it web page for a model, with dynamic batching"),
     "quickstart": ("quickstart", "the whole workflow on embedded Chinese data, with a report"),
 }
 

@@ -308,3 +308,94 @@ def test_ngram_masking_through_prepare(people_daily, chinese_vocab, tmp_path):
     b = _all(PretrainingShards(tmp_path / "o"))
     assert (b["num_masked"] <= 20).all() and 0.13 < summary["masked_fraction"] < 0.155
     assert summary["wwm_share"] > 0.7  # spans of words: most masked positions sit in multi-piece spans
+
+
+# --- tokenization as the original script's FullTokenizer ----------------------------------------------------------
+
+
+def test_prepare_treats_special_token_strings_as_text_like_the_original(
+    people_daily, chinese_vocab, shared_data, tmp_path, original_full_tokenizer, original_text_filter,
+    inject_special_strings,
+):
+    """Real sentences with [SEP]/[MASK]/[CLS]/... typed in, and a real 148-character URL word: every segment of every
+    instance (masks undone) is a run of the original FullTokenizer's tokens of one document; the only special ids
+    are the [CLS]/[SEP] prepare places and the [MASK] it draws; no target is a special id."""
+    lines = people_daily["raw"].read_text(encoding="utf-8").split("\n")[:400]
+    clue = (shared_data / "pretrain_corpus/CLUECorpusSmall_bert_sampled.txt").read_text(encoding="utf-8").split("\n")
+    docs, cur = [], []
+    for line in lines + [""]:
+        if line:
+            cur.append(line)
+        elif cur:
+            docs.append(inject_special_strings(cur))
+            cur = []
+    docs.append([clue[15451], "这是一个链接。"])
+    assert all(original_text_filter(t) for d in docs for t in d)
+    inp = _write(tmp_path / "special.txt", "\n\n".join("\n".join(d) for d in docs) + "\n")
+    prepare(_args(inp, tmp_path / "o", chinese_vocab, dupe_factor=3))
+    b = _all(PretrainingShards(tmp_path / "o"))
+
+    ref = original_full_tokenizer(True)
+    vocab = NezhaTokenizer.from_file(chinese_vocab).vocab
+    doc_streams = ["".join(chr(vocab[t]) for line in d for t in ref(line)) for d in docs]  # ids < 0xD800
+    n = len(b["lengths"])
+    rows = np.repeat(np.arange(n), b["num_masked"])
+    pos = b["masked_lm_positions"][b["masked_lm_weights"] > 0]
+    labels = b["masked_lm_ids"][b["masked_lm_weights"] > 0]
+    special = np.array([vocab[t] for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")])
+    assert not np.isin(labels, special).any()
+    original = b["input_ids"].copy()
+    original[rows, pos] = labels
+    unmasked = np.ones_like(original, dtype=bool)
+    unmasked[rows, pos] = False
+    for i in range(n):
+        length = int(b["lengths"][i])
+        la = int((b["segment_ids"][i, :length] == 0).sum()) - 2
+        row = original[i, :length]
+        assert row[0] == vocab["[CLS]"] and row[la + 1] == row[-1] == vocab["[SEP]"]
+        a, bseg = row[1 : la + 1], row[la + 2 : -1]
+        assert not np.isin(a, special).any() and not np.isin(bseg, special).any()
+        shown = b["input_ids"][i, :length][unmasked[i, :length]]
+        assert (shown == vocab["[MASK]"]).sum() == 0  # [MASK] appears only where prepare masked
+        for seg in (a, bseg):
+            s = "".join(map(chr, seg.tolist()))
+            assert any(s in d for d in doc_streams), i
+    texts = ["".join(map(chr, original[i, : b["lengths"][i]].tolist())) for i in range(n)]
+    typed = "".join(chr(vocab[t]) for t in ref("[SEP]"))  # [ sep ]
+    assert sum(t.count(typed) for t in texts) > 100
+    url = "".join(chr(vocab[t]) for t in ref(clue[15451].split()[-2]))  # 81 pieces, not one [UNK]
+    assert len(url) > 50 and any(url in t for t in texts)
+
+
+# --- the command line -----------------------------------------------------------------------------------------------
+
+
+def _parse_prepare(argv: list[str]) -> PrepareArgs:
+    from nezha.cli import build_parser
+    from nezha.settings import dataclass_from_namespace
+
+    return dataclass_from_namespace(PrepareArgs, build_parser("prepare").parse_args(["prepare", *argv]))
+
+
+def test_prepare_flags_are_the_original_scripts_with_its_defaults():
+    """The original create_pretraining_data.py's command line (its README's, comma-separated inputs) parses as is;
+    unset flags take the original's defaults."""
+    args = _parse_prepare(["--input_file=a.txt,b.txt", "--output_file=out", "--vocab_file=vocab.txt",
+                           "--do_lower_case=True", "--max_seq_length=128", "--max_predictions_per_seq=20",
+                           "--masked_lm_prob=0.15", "--random_seed=12345", "--dupe_factor=5"])
+    assert (args.input_file, args.dupe_factor, args.do_lower_case) == ("a.txt,b.txt", 5, True)
+    d = _parse_prepare(["--input_file=a", "--output_file=o", "--vocab_file=v", "--do_lower_case=False",
+                        "--do_whole_word_mask"])
+    assert (d.max_seq_length, d.max_predictions_per_seq, d.masked_lm_prob, d.random_seed, d.dupe_factor,
+            d.short_seq_prob) == (128, 20, 0.15, 12345, 10, 0.1)
+    assert not d.do_lower_case and d.do_whole_word_mask and d.output_format == "shards" and d.segmenter == "auto"
+
+
+def test_prepare_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom nezha.cli import main\ntry:\n    main(['prepare', '--help'])\nexcept SystemExit:\n"
+            "    pass\nprint('TORCH', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--config" in out and "--masked_lm_prob" in out and "TORCH False" in out

@@ -163,3 +163,47 @@ def test_encode_flat_equals_encode_on_real_text_and_code_points(pair, corpora):
     edge = ["<\u0338。", "。\u0301中", "[MASK]你好[SEP]", "x[SEP]y 中 [CLS]", "\uf900\u3000中\ufa6e文", "", "  "]
     bad = _flat_equals_encode(ours, sweep + edge)
     assert not bad, [b[:40] for b in bad[:5]]
+
+
+
+# --- the original FullTokenizer (Google BERT / NEZHA-TensorFlow tokenization.py), which `nezha prepare` follows ---
+# (the reference, original_full_tokenizer, is in conftest.py)
+
+
+@pytest.mark.parametrize("lower", [True, False], ids=["lower", "cased"])
+def test_original_tokenizer_splits_special_token_strings_like_the_original(
+    chinese_vocab, corpora, lower, original_full_tokenizer, original_text_filter, inject_special_strings
+):
+    ref = original_full_tokenizer(lower)
+    ours = NezhaTokenizer.from_file(chinese_vocab, do_lower_case=lower, split_special_tokens=True,
+                                    max_input_chars_per_word=200)
+    texts = [t for t in inject_special_strings(corpora["reviews"][:600] + corpora["cmrc2018"][:300])
+             if original_text_filter(t)]
+    assert len(texts) > 800
+    special_ids = {ours.vocab[t] for t in ("[SEP]", "[MASK]", "[CLS]", "[PAD]")}  # ([UNK] stands for unknown words)
+    encs = ours.encode_batch(texts)
+    bad = [t for t, e in zip(texts, encs) if e.tokens != ref(t)]
+    assert not bad, f"{len(bad)}/{len(texts)} differ, e.g. {bad[0][:80]!r}"
+    assert not special_ids & {i for e in encs for i in e.ids}
+    assert ours.tokenize("[SEP]") == ref("[SEP]") == (["[", "sep", "]"] if lower else ["[", "[UNK]", "]"])
+    ids, _, _, lengths = ours.encode_flat(texts)  # the pretraining fast path agrees
+    assert ids.tolist() == [i for e in encs for i in e.ids] and lengths.tolist() == [len(e.ids) for e in encs]
+
+
+def test_default_tokenizer_keeps_special_tokens_whole_as_bert_tokenizer(chinese_vocab):
+    tok = NezhaTokenizer.from_file(chinese_vocab)
+    assert tok.tokenize("你好[SEP]世界[MASK]") == ["你", "好", "[SEP]", "世", "界", "[MASK]"]
+
+
+def test_original_cap_splits_a_real_148_character_url_into_pieces(chinese_vocab, shared_data, original_full_tokenizer):
+    """A WeChat link from the CLUE corpus sample: one 148-character word after punctuation splitting."""
+    lines = (shared_data / "pretrain_corpus/CLUECorpusSmall_bert_sampled.txt").read_text(encoding="utf-8").split("\n")
+    text = lines[15451]
+    word = text.split()[-2]
+    assert len(word) == 148 and word.startswith("comsbiz")
+    ref = original_full_tokenizer(True)
+    original = NezhaTokenizer.from_file(chinese_vocab, split_special_tokens=True, max_input_chars_per_word=200)
+    assert original.tokenize(text) == ref(text)
+    assert original.tokenize(word) == ref(word) and len(ref(word)) > 50
+    bert = transformers.BertTokenizer(str(chinese_vocab))
+    assert NezhaTokenizer.from_file(chinese_vocab).tokenize(word) == bert.tokenize(word) == ["[UNK]"]

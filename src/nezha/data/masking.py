@@ -35,11 +35,11 @@ class MaskingConfig:
 
     def __post_init__(self):
         if not 0.0 < self.masked_lm_prob <= 1.0:
-            raise ValueError(f"masked_lm_prob must be in (0, 1], got {self.masked_lm_prob}")
+            raise ValueError(f"masked_lm_prob={self.masked_lm_prob}: must be in (0, 1]")
         if self.max_predictions_per_seq < 1:
-            raise ValueError(f"max_predictions_per_seq must be >= 1, got {self.max_predictions_per_seq}")
+            raise ValueError(f"max_predictions_per_seq={self.max_predictions_per_seq}: must be >= 1")
         if self.max_ngram < 1:
-            raise ValueError(f"max_ngram must be >= 1, got {self.max_ngram}")
+            raise ValueError(f"max_ngram={self.max_ngram}: must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -39,11 +41,14 @@ from nezha.data.masking import (
     create_masked_lm_predictions,
     mask_batch,
 )
-from nezha.data.tokenization import NezhaTokenizer, load_vocab
+from nezha.data.tokenization import ORIGINAL_MAX_CHARS_PER_WORD, NezhaTokenizer, load_vocab
+from nezha.io.atomic import atomic_write_text
+from nezha.settings import arg
 
 log = logging.getLogger(__name__)
 
-SEGMENTERS = ("auto", "rjieba", "jieba")
+Segmenter = Literal["auto", "rjieba", "jieba"]
+OutputFormat = Literal["shards", "tfrecord"]
 LONG_SENTENCE_FACTOR = 16  # sentences longer than this x max_seq_length tokens are split (see split_long)
 SENTENCES_PER_TASK = 2000
 DOCUMENTS_PER_TASK = 200
@@ -51,52 +56,58 @@ DOCUMENTS_PER_TASK = 200
 
 @dataclass(frozen=True)
 class PrepareArgs:
-    """Settings of ``nezha prepare``; names are the original script's flags."""
+    """Settings of ``nezha prepare``, one flag each; names and defaults are the original script's flags.
 
-    input_file: str  # comma-separated files and globs
-    output_file: str  # shards: a folder; tfrecord: comma-separated files (round robin, as the original)
-    vocab_file: str
-    do_lower_case: bool = True
-    max_seq_length: int = 128
-    max_predictions_per_seq: int = 20
-    masked_lm_prob: float = 0.15
-    random_seed: int = 12345
-    dupe_factor: int = 10  # the original's default (its README uses 5)
-    short_seq_prob: float = 0.1
-    do_whole_word_mask: bool = False
-    segmenter: str = "auto"  # rjieba when installed (same words as jieba, faster), else jieba
-    pre_segmented: bool = False  # words already separated by spaces (gold segmentation); no segmenter runs
-    max_ngram: int = 1  # n-gram (span) masking over words (WWM) or pieces when > 1
-    output_format: str = "shards"  # shards | tfrecord
-    instances_per_shard: int = 100_000
-    num_workers: int = 1
-    num_shards: int = 1  # split the corpus's documents across machines ...
-    shard_index: int = 0  # ... and make this machine's part
-    skip_invalid_lines: bool = False
-    progress: bool = True
+    Each setting is validated once: the masking ones by :class:`MaskingConfig`, the rest here.
+    """
+
+    input_file: str = arg(help="input text files, comma-separated, globs allowed; one sentence a line, blank line "
+                               "between documents")
+    output_file: str = arg(help="output: a folder (shards) or comma-separated .tfrecord files (tfrecord)")
+    vocab_file: str = arg(help="the vocab.txt of the model")
+    do_lower_case: bool = arg(True, "lower-case and strip accents (True for the Chinese BERT/NEZHA vocab)")
+    max_seq_length: int = arg(128, "maximum tokens per instance, [CLS]/[SEP] included")
+    max_predictions_per_seq: int = arg(20, "maximum masked positions per instance")
+    masked_lm_prob: float = arg(0.15, "share of tokens to mask")
+    random_seed: int = arg(12345, "seed; the output depends on it and the input only (not on --num_workers)")
+    dupe_factor: int = arg(10, "how many times each document is used, with different masks (the original's "
+                               "default; its README uses 5)")
+    short_seq_prob: float = arg(0.1, "probability of a shorter random target length")
+    do_whole_word_mask: bool = arg(False, "mask all pieces of a word together (words from --segmenter or "
+                                          "--pre_segmented)")
+    segmenter: Segmenter = arg("auto", "Chinese word segmenter for whole word masking: auto (rjieba if installed, "
+                                       "else jieba), rjieba, jieba")
+    pre_segmented: bool = arg(False, "input words are already separated by spaces (gold segmentation): use them "
+                                     "as the words")
+    max_ngram: int = arg(1, "n-gram (span) masking: spans of up to this many words/pieces, n drawn with p ~ 1/n "
+                            "(1 = off)")
+    output_format: OutputFormat = arg("shards", "shards (memory-mapped, what `nezha pretrain` reads fastest) or "
+                                                "tfrecord (the original format)")
+    instances_per_shard: int = arg(100_000, "instances per shard file (shards format)")
+    num_workers: int = arg(1, "worker processes")
+    num_shards: int = arg(1, "split the input's documents into this many parts (one per machine) ...")
+    shard_index: int = arg(0, "... and make part number SHARD_INDEX (0-based)")
+    skip_invalid_lines: bool = arg(False, "skip (and count) lines that are not valid UTF-8 instead of stopping")
+    progress: bool = arg(True, "show progress bars")
+    summary_json: str = arg("", "also write the summary to this JSON file")
 
     def __post_init__(self):
         if self.max_seq_length < 5:
             raise ValueError(f"--max_seq_length={self.max_seq_length}: needs at least 5 ([CLS] A [SEP] B [SEP])")
+        # the vocab's size and [MASK] id are known later; the masking settings are checked now
+        self.masking_config(MaskingConfig.vocab_size, MaskingConfig.mask_id)
         if self.max_predictions_per_seq > self.max_seq_length - 3:
             raise ValueError(
                 f"--max_predictions_per_seq={self.max_predictions_per_seq} is more than the "
                 f"{self.max_seq_length - 3} maskable tokens of --max_seq_length={self.max_seq_length}"
             )
-        if self.max_predictions_per_seq < 1:
-            raise ValueError(f"--max_predictions_per_seq={self.max_predictions_per_seq}: must be >= 1")
-        if not 0.0 < self.masked_lm_prob <= 1.0:
-            raise ValueError(f"--masked_lm_prob={self.masked_lm_prob}: must be in (0, 1]")
         if not 0.0 <= self.short_seq_prob <= 1.0:
             raise ValueError(f"--short_seq_prob={self.short_seq_prob}: must be in [0, 1]")
         if self.dupe_factor < 1:
             raise ValueError(f"--dupe_factor={self.dupe_factor}: must be >= 1")
-        if self.max_ngram < 1:
-            raise ValueError(f"--max_ngram={self.max_ngram}: must be >= 1")
-        if self.segmenter not in SEGMENTERS:
-            raise ValueError(f"--segmenter={self.segmenter}: expected one of {', '.join(SEGMENTERS)}")
-        if self.output_format not in ("shards", "tfrecord"):
-            raise ValueError(f"--output_format={self.output_format}: expected shards or tfrecord")
+        for name, choices in (("segmenter", Segmenter), ("output_format", OutputFormat)):
+            if getattr(self, name) not in get_args(choices):  # a --config file bypasses argparse's choices
+                raise ValueError(f"--{name}={getattr(self, name)}: expected one of {', '.join(get_args(choices))}")
         if self.num_workers < 1 or self.instances_per_shard < 1:
             raise ValueError("--num_workers and --instances_per_shard must be >= 1")
         if not 0 <= self.shard_index < self.num_shards:
@@ -105,6 +116,7 @@ class PrepareArgs:
             log.warning("--pre_segmented has no effect without --do_whole_word_mask")
 
     def masking_config(self, vocab_size: int, mask_id: int) -> MaskingConfig:
+        """These settings as a MaskingConfig, which validates them."""
         return MaskingConfig(
             masked_lm_prob=self.masked_lm_prob,
             max_predictions_per_seq=self.max_predictions_per_seq,
@@ -618,8 +630,8 @@ def create_instance_arrays(
     """Phase 2 over all rounds and documents, then BERT's final shuffle of all instances."""
     if corpus.num_documents < 2:
         raise ValueError(
-            f"the input has {corpus.num_documents} document(s) with text; random next sentences need at least 2 "
-            "(separate documents with a blank line)"
+            f"--input_file={args.input_file}: {corpus.num_documents} document(s) with text; random next sentences "
+            "need at least 2 (separate documents with a blank line)"
         )
     corpus = shuffle_documents(corpus, args.random_seed)
     masking = args.masking_config(len(tokenizer), tokenizer.mask_id)
@@ -671,8 +683,7 @@ def vocab_fingerprint(vocab: Sequence[str]) -> str:
 def prepare(args: PrepareArgs) -> dict:
     """Run ``nezha prepare``: read, tokenize, make instances, write; returns the summary (also in index.json)."""
     t0 = time.perf_counter()
-    vocab = load_vocab(args.vocab_file)
-    tokenizer = NezhaTokenizer(vocab, do_lower_case=args.do_lower_case, source=args.vocab_file)
+    tokenizer = original_tokenizer(args.vocab_file, args.do_lower_case)
     paths = expand_input_files(args.input_file)
     read_stats = ReadStats()
     docs = read_documents(
@@ -706,7 +717,22 @@ def prepare(args: PrepareArgs) -> dict:
     }
     _write(arrays, args, tokenizer, summary, t0)
     summary["seconds_by_phase"]["write"] = time.perf_counter() - t_inst
+    if args.summary_json:
+        atomic_write_text(args.summary_json, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
+
+
+def original_tokenizer(vocab_file: str | os.PathLike, do_lower_case: bool) -> NezhaTokenizer:
+    """The original ``create_pretraining_data.py``'s ``FullTokenizer``: ``[SEP]``/``[MASK]`` typed in the text are
+    ordinary text (``[``, ``sep``, ``]``), never special ids or targets; words of up to 200 characters are split
+    into pieces (BertTokenizer: 100)."""
+    return NezhaTokenizer(
+        load_vocab(vocab_file),
+        do_lower_case=do_lower_case,
+        source=str(vocab_file),
+        split_special_tokens=True,
+        max_input_chars_per_word=ORIGINAL_MAX_CHARS_PER_WORD,
+    )
 
 
 def _write(arrays: dict, args: PrepareArgs, tokenizer: NezhaTokenizer, summary: dict, t0: float) -> None:

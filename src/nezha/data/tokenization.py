@@ -17,6 +17,12 @@ are unreachable on either side, as in BERT.
 
 :meth:`NezhaTokenizer.encode_flat` is the fast path for pretraining data: characters BERT isolates and no
 normalization changes map straight to ids, and only the runs between them go through Rust.
+
+The original Google BERT / NEZHA ``FullTokenizer`` (what ``create_pretraining_data.py`` uses, and so
+``nezha prepare``) differs from BertTokenizer in two settings, both constructor options: ``[SEP]`` typed in the
+text is split like any text (``split_special_tokens=True``) and words of up to 200 characters are split into pieces
+(``max_input_chars_per_word=200``). In both modes this pipeline, like BertTokenizer, NFC-normalizes and drops
+every ``C*`` character, which the original does not (it drops only ``Cc``/``Cf``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ from pathlib import Path
 import numpy as np
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MAX_INPUT_CHARS_PER_WORD = 100  # BERT: longer words become [UNK]
+# WordPiece turns a longer word into one [UNK]: transformers.BertTokenizer's cap, and that of the original
+# Google BERT / NEZHA-TensorFlow tokenization.py (which create_pretraining_data.py uses).
+BERT_TOKENIZER_MAX_CHARS_PER_WORD = 100
+ORIGINAL_MAX_CHARS_PER_WORD = 200
 
 
 def load_vocab(path: str | os.PathLike) -> list[str]:
@@ -187,15 +196,25 @@ def configure_bert_pipeline(tok, do_lower_case: bool) -> None:
     )
 
 
-def build_rust_tokenizer(vocab: dict[str, int], do_lower_case: bool):
-    """The ``tokenizers.Tokenizer`` equal to ``BertTokenizer(vocab, do_lower_case)`` (see configure_bert_pipeline)."""
+def build_rust_tokenizer(
+    vocab: dict[str, int],
+    do_lower_case: bool,
+    *,
+    split_special_tokens: bool = False,
+    max_input_chars_per_word: int = BERT_TOKENIZER_MAX_CHARS_PER_WORD,
+):
+    """The ``tokenizers.Tokenizer`` equal to ``BertTokenizer(vocab, do_lower_case)`` (see configure_bert_pipeline).
+
+    ``split_special_tokens=True`` treats ``[SEP]`` typed in the text as plain text (``[``, ``sep``, ``]``), as the
+    original ``FullTokenizer`` does; otherwise it stays one special token, as in ``BertTokenizer``.
+    """
     from tokenizers import AddedToken, Tokenizer
     from tokenizers.models import WordPiece
 
-    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=max_input_chars_per_word))
     configure_bert_pipeline(tok, do_lower_case)
-    # Special tokens typed in the text stay whole, as BertTokenizer's added-token split does.
-    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS if t in vocab])
+    if not split_special_tokens:  # BertTokenizer's added-token split keeps them whole
+        tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS if t in vocab])
     return tok
 
 
@@ -209,31 +228,66 @@ class Encoded:
 
 
 class NezhaTokenizer:
-    """WordPiece tokenizer from a ``vocab.txt``; see the module docstring."""
+    """WordPiece tokenizer from a ``vocab.txt``; see the module docstring.
 
-    def __init__(self, vocab: list[str], do_lower_case: bool = True, source: str = "vocab"):
+    The defaults are ``transformers.BertTokenizer``'s. The original Google BERT / NEZHA ``FullTokenizer`` differs
+    in two settings (``nezha prepare`` uses its values): ``split_special_tokens=True`` (``[SEP]`` in the text is
+    punctuation and letters, never the special id) and ``max_input_chars_per_word=200`` (BertTokenizer: 100).
+    """
+
+    def __init__(
+        self,
+        vocab: list[str],
+        do_lower_case: bool = True,
+        source: str = "vocab",
+        *,
+        split_special_tokens: bool = False,
+        max_input_chars_per_word: int = BERT_TOKENIZER_MAX_CHARS_PER_WORD,
+    ):
         self.vocab_list = list(vocab)
         self.vocab = {tok: i for i, tok in enumerate(self.vocab_list)}  # duplicates: the last id wins, as BERT's
         missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]
         if missing:
             raise ValueError(f"{source}: vocab lacks the special token(s) {missing}")
+        if max_input_chars_per_word < 1:
+            raise ValueError(f"max_input_chars_per_word must be >= 1, got {max_input_chars_per_word}")
         self.do_lower_case = do_lower_case
         self.source = source
-        self._tok = build_rust_tokenizer(self.vocab, do_lower_case)
+        self.split_special_tokens = split_special_tokens
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self._tok = build_rust_tokenizer(
+            self.vocab,
+            do_lower_case,
+            split_special_tokens=split_special_tokens,
+            max_input_chars_per_word=max_input_chars_per_word,
+        )
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, do_lower_case: bool = True) -> NezhaTokenizer:
-        return cls(load_vocab(path), do_lower_case=do_lower_case, source=str(path))
+    def from_file(cls, path: str | os.PathLike, do_lower_case: bool = True, **options) -> NezhaTokenizer:
+        """Load ``vocab.txt``; ``options`` are the keyword-only constructor settings."""
+        return cls(load_vocab(path), do_lower_case=do_lower_case, source=str(path), **options)
 
     def __len__(self) -> int:
         return len(self.vocab_list)
 
     def __getstate__(self) -> dict:
         # The Rust object is rebuilt in worker processes rather than pickled.
-        return {"vocab_list": self.vocab_list, "do_lower_case": self.do_lower_case, "source": self.source}
+        return {
+            "vocab_list": self.vocab_list,
+            "do_lower_case": self.do_lower_case,
+            "source": self.source,
+            "split_special_tokens": self.split_special_tokens,
+            "max_input_chars_per_word": self.max_input_chars_per_word,
+        }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["vocab_list"], state["do_lower_case"], state["source"])
+        self.__init__(
+            state["vocab_list"],
+            state["do_lower_case"],
+            state["source"],
+            split_special_tokens=state["split_special_tokens"],
+            max_input_chars_per_word=state["max_input_chars_per_word"],
+        )
 
     @property
     def pad_id(self) -> int:
@@ -280,7 +334,8 @@ class NezhaTokenizer:
         lengths (N,) tokens per text. Most Chinese text is characters that BERT isolates and that no normalization
         step changes (CJK ideographs, most punctuation): those map straight to ids through a per-code-point table.
         Only the runs between them (Latin words, digits, anything else) go through the Rust pipeline, each
-        distinct run once. Texts containing a special token's spelling take the full pipeline.
+        distinct run once. Texts containing a special token's spelling take the full pipeline (unless
+        ``split_special_tokens``: then ``[SEP]`` is ordinary text).
         """
         direct, combining, space = self._direct_tables()
         sep = "\n"  # whitespace: never part of a token
@@ -290,7 +345,9 @@ class NezhaTokenizer:
         ids_at = direct[cps]  # (C,) id, or -1
         fast = ids_at >= 0
         fast[:-1] &= ~combining[cps[1:]]  # a following combining mark may compose with it (NFC): not fast
-        special = [i for i, t in enumerate(texts) if "[" in t and any(sp in t for sp in SPECIAL_TOKENS)]
+        special = [] if self.split_special_tokens else [
+            i for i, t in enumerate(texts) if "[" in t and any(sp in t for sp in SPECIAL_TOKENS)
+        ]
         for i in special:  # whole text through the full pipeline
             fast[text_starts[i] : text_starts[i] + len(texts[i])] = False
         other = ~fast & ~space[cps]

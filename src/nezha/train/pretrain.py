@@ -90,8 +90,11 @@ class PretrainArgs:
     learning_rate: float = arg(1e-4, "peak learning rate")
     lr_end: float = arg(0.0, "learning rate at the end of the decay")
     lr_power: float = arg(1.0, "polynomial decay power (1 = linear, as the original)")
-    optimizer: Literal["lamb", "adamw"] = arg("lamb", "lamb (as the original) or adamw")
-    weight_decay: float = arg(0.01, "weight decay (not on LayerNorm and bias)")
+    optimizer: Literal["lamb", "lamb_textbook", "adam", "adamw"] = arg(
+        "lamb", "lamb: the original's LAMB; lamb_textbook: trust ratio ||w||/||u||; adam: the original's "
+        "AdamWeightDecay (no bias correction); adamw: torch AdamW"
+    )
+    weight_decay: float = arg(0.01, "weight decay (in the update not on LayerNorm and bias)")
     adam_beta1: float = arg(0.9, "β1")
     adam_beta2: float = arg(0.999, "β2")
     adam_epsilon: float = arg(1e-6, "ε")

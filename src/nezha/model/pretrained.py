@@ -36,9 +36,12 @@ class LoadReport:
 
     newly_initialized: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)  # "name (checkpoint shape) -> (model shape)", also in newly_*
 
     def __str__(self) -> str:
         parts = []
+        if self.resized:
+            parts.append(f"re-initialised at a new size: {', '.join(self.resized)}")
         if self.newly_initialized:
             parts.append(f"newly initialised (train them): {', '.join(self.newly_initialized)}")
         if self.unused:
@@ -87,8 +90,14 @@ def _normalize_keys(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> dict
     return out
 
 
-def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> LoadReport:
-    """Load ``sd`` into ``model``; raise one ValueError listing every real mismatch."""
+def load_state_dict_strict(
+    model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, resizable: tuple[str, ...] = ()
+) -> LoadReport:
+    """Load ``sd`` into ``model``; raise one ValueError listing every real mismatch.
+
+    Tensors under the ``resizable`` prefixes (a head whose label count the caller changed on purpose) keep the
+    model's fresh initialisation when their shape differs, and are reported, instead of being an error.
+    """
     bert_keys = [k for k in sd if "position_embeddings" in k]
     if bert_keys:
         raise ValueError(
@@ -113,27 +122,53 @@ def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], 
         else:
             errors.append(f"unexpected: {key}")
     for key in sorted(set(sd) & set(expected)):
-        if tuple(sd[key].shape) != tuple(expected[key].shape):
-            errors.append(f"shape of {key}: checkpoint {tuple(sd[key].shape)} vs model {tuple(expected[key].shape)}")
+        got, want = tuple(sd[key].shape), tuple(expected[key].shape)
+        if got == want:
+            continue
+        if key.startswith(resizable):
+            report.resized.append(f"{key} {got} -> {want}")
+            report.newly_initialized.append(key)
+        else:
+            errors.append(f"shape of {key}: checkpoint {got} vs model {want}")
     if errors:
         shown = "\n  ".join(errors[:30]) + (f"\n  ... and {len(errors) - 30} more" if len(errors) > 30 else "")
         raise ValueError(f"{source}: checkpoint does not fit the model config:\n  {shown}")
-    usable = {k: v for k, v in sd.items() if k in expected}
+    usable = {k: v for k, v in sd.items() if k in expected and tuple(v.shape) == tuple(expected[k].shape)}
     model.load_state_dict(usable, strict=False)
     if report.newly_initialized or report.unused:
         logger.info("%s: %s", source, report)
     return report
 
 
+def _label_overrides(saved: NezhaConfig, overrides: dict, source: Path) -> dict:
+    """Make ``num_labels``/``id2label`` overrides consistent: a new label count drops the folder's label names.
+
+    ``NezhaConfig`` derives ``num_labels`` from ``id2label``, so without this the folder's names would silently win
+    over an explicit ``num_labels`` (transformers' config does the same reset when ``num_labels`` is set).
+    """
+    num_labels, names = overrides.get("num_labels"), overrides.get("id2label")
+    if num_labels is not None and names is not None and len(names) != num_labels:
+        raise ValueError(f"{source}: from_pretrained got num_labels={num_labels} but id2label has {len(names)} labels")
+    if num_labels is not None and names is None and saved.id2label is not None and len(saved.id2label) != num_labels:
+        return {**overrides, "id2label": None}
+    return overrides
+
+
 def load_pretrained(cls, directory: Path, **config_overrides):
+    """Build ``cls`` from a folder; a changed label count gets a new head of that size, with a warning."""
     if not directory.is_dir():
         raise FileNotFoundError(f"model folder not found: {directory}")
-    config = NezhaConfig.from_json(directory / "config.json")
-    if config_overrides:
-        config = dataclasses.replace(config, **config_overrides)
+    saved = NezhaConfig.from_json(directory / "config.json")
+    config = dataclasses.replace(saved, **_label_overrides(saved, config_overrides, directory))
     sd, path = read_state_dict(directory)
     model = cls(config)
-    model.loading_report = load_state_dict_strict(model, sd, str(path))
+    relabelled = config.num_labels != saved.num_labels
+    model.loading_report = load_state_dict_strict(model, sd, str(path), cls.head_prefixes if relabelled else ())
+    if model.loading_report.resized:
+        logger.warning(
+            "%s: num_labels %d -> %d: the head is newly initialised at the new size (train it): %s",
+            path, saved.num_labels, config.num_labels, ", ".join(model.loading_report.resized),
+        )
     return model
 
 

@@ -1,4 +1,9 @@
-"""Learning-rate schedule: linear warmup, then polynomial decay (power 1 = the original's linear decay).
+"""Learning-rate schedule of the original NEZHA ``optimization.py``: linear warmup from 0, then linear decay to 0.
+
+The original computes ``polynomial_decay(adjusted_init_lr, global_step, num_train_steps)`` with
+``adjusted_init_lr = init_lr / (1 - warmup / total)`` (so the decay meets the warmup line at ``init_lr`` with no jump)
+and replaces it by ``init_lr * global_step / warmup`` while ``global_step < warmup``. After warmup that is
+``init_lr * (total - step) / (total - warmup)``: the decay below, with ``power = 1`` and ``floor = 0``.
 
 A pure function of the step, so resuming needs no scheduler object state beyond the step counter, and
 ``lr_at`` can be unit-tested and plotted on its own.
@@ -12,16 +17,16 @@ import torch
 
 
 def lr_at(step: int, *, warmup: int, total: int, peak: float, floor: float = 0.0, power: float = 1.0) -> float:
-    """Learning rate for optimizer step ``step`` (0-based: the lr used by the ``step+1``-th update).
+    """Learning rate of the update made at global step ``step`` (0-based: the step count before that update).
 
-    Warmup rises linearly to ``peak`` over ``warmup`` steps (``peak * (step + 1) / warmup``, so the first update is not
-    wasted at lr 0); then ``floor + (peak - floor) * (1 - progress) ** power`` with ``progress`` going from 0 at the
-    end of warmup to 1 at ``total``; ``floor`` afterwards.
+    Warmup: ``peak * step / warmup`` while ``step < warmup`` (the first update has lr 0, as in the original); then
+    ``floor + (peak - floor) * (1 - progress) ** power`` with ``progress`` going from 0 at the end of warmup to 1 at
+    ``total``; ``floor`` afterwards. ``power = 1, floor = 0`` (the defaults) is the original's schedule exactly.
     """
     if warmup < 0 or total < 0:
         raise ValueError(f"warmup ({warmup}) and total ({total}) must be >= 0")
     if step < warmup:
-        return peak * (step + 1) / warmup
+        return peak * step / warmup
     if step >= total:
         return floor
     progress = (step - warmup) / max(1, total - warmup)

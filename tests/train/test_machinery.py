@@ -1,4 +1,7 @@
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +80,56 @@ def test_checkpoint_manager_roundtrip_keeps_last_k(tmp_path):
     assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
     with pytest.raises(ValueError, match="global_batch: checkpoint 4 vs this run 8"):
         mgr.load(mgr.latest(), model2, opt2, {"schedule": sched2}, expect={"global_batch": 8})
+
+
+class _Crash(BaseException):
+    """A kill at one exact point of a checkpoint swap (a BaseException, so no cleanup handler swallows it)."""
+
+
+def _resave_step_with_crash(tmp_path, monkeypatch, module, name, crashes) -> CheckpointManager:
+    """Save step 5 ("old"), then re-save it ("new") with ``module.name`` raising where ``crashes(path)``."""
+    model, opt = _tiny_setup()
+    mgr = CheckpointManager(tmp_path / "ck", DistInfo(), keep=2)
+    mgr.save(5, model, opt, meta={"version": "old"})
+    real = getattr(module, name)
+
+    def crashing(path, *args, **kwargs):
+        if crashes(Path(path)):
+            raise _Crash
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, crashing)
+    with pytest.raises(_Crash):
+        mgr.save(5, model, opt, meta={"version": "new"})
+    monkeypatch.undo()
+    return mgr
+
+
+def _load_version(mgr: CheckpointManager) -> str:
+    model, opt = _tiny_setup(seed=1)
+    return mgr.load(mgr.resolve("auto"), model, opt)["version"]
+
+
+def test_checkpoint_resave_killed_before_the_new_folder_is_in_place_keeps_the_old_one(tmp_path, monkeypatch):
+    mgr = _resave_step_with_crash(tmp_path, monkeypatch, os, "replace", lambda p: p.name.startswith(".tmp-step"))
+    assert [p.name for p in mgr.checkpoints()] == ["step-00000005"]
+    assert _load_version(mgr) == "old"
+    assert sorted(p.name for p in mgr.directory.iterdir() if not p.name.startswith(".tmp-")) == ["step-00000005"]
+
+
+def test_checkpoint_resave_killed_before_the_old_folder_is_deleted_keeps_the_new_one(tmp_path, monkeypatch):
+    mgr = _resave_step_with_crash(tmp_path, monkeypatch, shutil, "rmtree", lambda p: p.name != ".tmp-step-00000005")
+    assert _load_version(mgr) == "new"
+    assert sorted(p.name for p in mgr.directory.iterdir()) == ["step-00000005"]
+
+
+def test_checkpoint_resave_of_the_same_step_replaces_it(tmp_path):
+    model, opt = _tiny_setup()
+    mgr = CheckpointManager(tmp_path / "ck", DistInfo(), keep=2)
+    mgr.save(5, model, opt, meta={"version": "old"})
+    mgr.save(5, model, opt, meta={"version": "new"})
+    assert _load_version(mgr) == "new"
+    assert sorted(p.name for p in mgr.directory.iterdir()) == ["step-00000005"]
 
 
 def test_metrics_logger_resume_cuts_log_and_writes_csv_and_plot(tmp_path):

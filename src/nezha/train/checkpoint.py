@@ -9,7 +9,10 @@ Layout of ``<dir>/step-00001000/``::
 
 Each checkpoint is built in ``.tmp-step-...`` and renamed when complete (rename is atomic on one file system), so a
 kill at any moment leaves either the previous checkpoints or the new one, never a partial folder that looks
-valid. In multi-node runs ``<dir>`` must be on a file system that all nodes share.
+valid. Re-saving a step that exists (the final save right after a periodic one) first renames the old folder aside
+to ``.old-step-...``, renames the new one into place, then deletes the old one; if a kill lands between the two
+renames, the next listing renames the aside folder back. In multi-node runs ``<dir>`` must be on a file system that
+all nodes share.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from nezha.train.distributed import DistInfo, WrappedModel, barrier
 logger = logging.getLogger("nezha")
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_ASIDE_PREFIX = ".old-"  # an existing step folder while a re-save of that step swaps in the new one
 
 
 def rng_state(device: torch.device) -> dict:
@@ -81,9 +85,10 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ finding
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
+        """Complete checkpoints, oldest first (after finishing any re-save a kill interrupted)."""
         if not self.directory.is_dir():
             return []
+        _restore_interrupted_swaps(self.directory)
         found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _STEP_DIR.match(p.name))]
         return [p for _, p in sorted(found) if (p / "meta.json").is_file()]
 
@@ -130,10 +135,7 @@ class CheckpointManager:
             atomic_write(tmp / "trainer_state.pt", lambda p: torch.save(trainer_state, p))
             full_meta = {"step": step, "world_size": self.info.world_size, "time": time.time(), **(meta or {})}
             atomic_write_text(tmp / "meta.json", json.dumps(full_meta, indent=2) + "\n")
-            if final.exists():  # a re-save of the same step (e.g. the final one right after a periodic one)
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _fsync_dir(self.directory)
+            _swap_into_place(tmp, final)
             for old in self.checkpoints()[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         barrier()
@@ -218,6 +220,36 @@ def _check_shapes(module: torch.nn.Module, sd: dict[str, torch.Tensor], source: 
                if k in sd and tuple(sd[k].shape) != s]
     if errors:
         raise ValueError(f"{source}: checkpoint does not fit the model config:\n  " + "\n  ".join(errors[:30]))
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; an existing ``final`` (a re-save of its step) stays whole until ``tmp`` is in."""
+    aside = final.with_name(_ASIDE_PREFIX + final.name)
+    if aside.exists():
+        shutil.rmtree(aside)
+    if final.exists():
+        os.replace(final, aside)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
+def _restore_interrupted_swaps(directory: Path) -> None:
+    """Finish re-saves that a kill interrupted: restore the old folder if the new one never made it into place.
+
+    Safe when several ranks list at once: the rename succeeds for one of them, the others find the folder gone.
+    """
+    for aside in directory.glob(_ASIDE_PREFIX + "step-*"):
+        final = aside.with_name(aside.name[len(_ASIDE_PREFIX):])
+        if (final / "meta.json").is_file():
+            shutil.rmtree(aside, ignore_errors=True)  # the new folder is in place; only the delete was missed
+            continue
+        try:
+            os.replace(aside, final)
+        except FileNotFoundError:  # another rank restored it first
+            continue
+        logger.warning("%s: restored after a re-save of this step was interrupted", final)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
-from nezha.commands.finetune import summary
-from nezha.train.finetune import evaluate_folder
+from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
+from nezha.tasks.inference import ModelFolderArgs
+
+
+@dataclass(kw_only=True)
+class EvaluateArgs(ModelFolderArgs):
+    """Settings of ``nezha evaluate``; how the data is read comes from the model folder's config.json."""
+
+    eval_file: str = arg(help="labelled data in the training data's format")
+    max_eval_examples: int = arg(0, "only the first N examples (0: all)")
+
+    def __post_init__(self) -> None:
+        if self.max_eval_examples < 0:
+            raise ValueError(f"--max_eval_examples must be >= 0, got {self.max_eval_examples}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_dir", required=True, help="the model/ folder written by nezha finetune")
-    parser.add_argument("--eval_file", required=True, help="labelled data in the training data's format")
-    parser.add_argument("--output_dir", required=True, help="where metrics.json and the predictions go")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--max_eval_examples", type=int, default=0, help="only the first N examples (0: all)")
+    add_dataclass_arguments(parser, EvaluateArgs)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = evaluate_folder(args.model_dir, args.eval_file, args.output_dir, args.device, args.max_eval_examples)
+    from nezha.commands.finetune import summary
+    from nezha.tasks.inference import evaluate_folder
+
+    a = dataclass_from_namespace(EvaluateArgs, args)
+    report = evaluate_folder(a.model_dir, a.eval_file, a.output_dir, a.device, a.max_eval_examples)
     print(json.dumps(summary(report), ensure_ascii=False))
     return 0

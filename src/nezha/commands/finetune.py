@@ -1,4 +1,5 @@
-"""``nezha finetune``: fine-tune on classification, NER or reading comprehension; see nezha.train.finetune."""
+"""``nezha finetune``: fine-tune on classification, NER or reading comprehension; see nezha.train.finetune
+and nezha.tasks (one package per task)."""
 
 from __future__ import annotations
 

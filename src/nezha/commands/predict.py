@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
-from nezha.train.finetune import predict_folder
+from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
+from nezha.tasks.inference import ModelFolderArgs
+
+
+@dataclass(kw_only=True)
+class PredictArgs(ModelFolderArgs):
+    """Settings of ``nezha predict``; how the data is read comes from the model folder's config.json."""
+
+    input_file: str = arg(help="data in the training data's format (labels optional)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_dir", required=True, help="the model/ folder written by nezha finetune")
-    parser.add_argument("--input_file", required=True, help="data in the training data's format (labels optional)")
-    parser.add_argument("--output_dir", required=True, help="where the predictions go")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_dataclass_arguments(parser, PredictArgs)
 
 
 def run(args: argparse.Namespace) -> int:
-    path = predict_folder(args.model_dir, args.input_file, args.output_dir, args.device)
+    from nezha.tasks.inference import predict_folder
+
+    a = dataclass_from_namespace(PredictArgs, args)
+    path = predict_folder(a.model_dir, a.input_file, a.output_dir, a.device)
     print(f"predictions written to {path}")
     return 0

@@ -47,12 +47,12 @@ from nezha.tasks.inference import make_task
 logger = logging.getLogger("nezha")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FinetuneArgs(TaskSettings):
     """Settings of ``nezha finetune`` (each field is a flag); the inherited :class:`TaskSettings` go with the model."""
 
-    output_dir: str = arg("", "folder for the model, predictions, metrics and curves")
-    train_file: str = arg("", "training data")
+    output_dir: str = arg(help="folder for the model, predictions, metrics and curves")
+    train_file: str = arg(help="training data")
     eval_file: str = arg("", "labelled data evaluated after training (and after each epoch)")
     model: str = arg("", "from_pretrained folder to start from (config.json + weights + vocab.txt)")
     from_scratch: bool = arg(False, "start from a randomly initialised model (with --preset and --vocab_file)")
@@ -88,10 +88,6 @@ class FinetuneArgs(TaskSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.output_dir:
-            raise ValueError("--output_dir is required")
-        if not self.train_file:
-            raise ValueError("--train_file is required")
         if self.from_scratch == bool(self.model):
             raise ValueError("give either --model FOLDER or --from_scratch (with --preset and --vocab_file)")
         if self.from_scratch and not self.vocab_file:
@@ -347,10 +343,10 @@ def _stop_requested(stop, info) -> bool:
     """Whether any rank got a stop signal (one small all-reduce per step when there are several processes)."""
     if not info.distributed:
         return stop.requested
-    from nezha.train.distributed import all_reduce_sum
+    from nezha.train.distributed import all_reduce
 
     flag = torch.tensor([float(stop.requested)], device=info.device)
-    return all_reduce_sum(flag).item() > 0
+    return all_reduce(flag, "sum").item() > 0
 
 
 def _scalars(report: dict) -> dict[str, float]:

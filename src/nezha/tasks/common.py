@@ -1,0 +1,97 @@
+"""What the three fine-tuning tasks share: their settings, padding and evaluation batches.
+
+``TaskSettings`` is everything evaluation and prediction need besides the weights. ``nezha finetune``'s settings
+extend it (:class:`nezha.train.finetune.FinetuneArgs`), and a fine-tuned folder stores it in
+``config.json`` under ``extra["finetune"]``, so ``nezha evaluate``/``predict`` read data the way training did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+
+from nezha.settings import arg, dataclass_from_settings
+
+TASKS = ("classification", "ner", "mrc")
+
+
+@dataclass
+class TaskSettings:
+    """How a task reads and windows its data; stored with the model (``config.extra["finetune"]``)."""
+
+    task: Literal["classification", "ner", "mrc"] = arg("classification", "which task head and data to use")
+    data_format: str = arg("auto", "classification: lcqmc|chnsenticorp|xnli|tsv|csv|jsonl; ner: bio|tsv|jsonl; "
+                                   "mrc: squad; auto picks from the task and file name")
+    max_seq_length: int = arg(128, "tokens per sequence (windows for long NER sentences and MRC contexts)")
+    do_lower_case: bool = arg(True, "lower-case text before WordPiece (False for the original CMRC script)")
+    doc_stride: int = arg(128, "mrc: tokens between window starts")
+    max_query_length: int = arg(64, "mrc: question tokens kept")
+    n_best_size: int = arg(20, "mrc: start/end candidates per window and answers in nbest_predictions.json")
+    max_answer_length: int = arg(30, "mrc: longest answer in tokens")
+    text_a_column: str = arg("text_a", "tsv/csv/jsonl: column (header name, or 0-based index without header)")
+    text_b_column: str = arg("", "tsv/csv/jsonl: second-text column for sentence pairs")
+    label_column: str = arg("label", "tsv/csv/jsonl: label column")
+    header: bool = arg(True, "tsv/csv: the first line names the columns")
+    eval_batch_size: int = arg(64, "examples per forward pass when evaluating")
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
+        for name in ("max_seq_length", "eval_batch_size", "doc_stride", "max_query_length", "n_best_size",
+                     "max_answer_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+
+    @classmethod
+    def of(cls, settings: Any) -> TaskSettings:
+        """The task settings part of a larger settings object (e.g. ``FinetuneArgs``)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def from_stored(cls, stored: dict, source: str) -> TaskSettings:
+        """Settings saved by ``nezha finetune`` (older folders lack newer keys, which keep their defaults)."""
+        return dataclass_from_settings(cls, stored, source=source)
+
+
+class Task(Protocol):
+    """The interface the fine-tuning driver and ``evaluate``/``predict`` use; one class per task."""
+
+    name: str
+    curve_keys: tuple[str, ...]  # evaluation metrics plotted beside the training loss
+    labels: list[str] | None
+
+    def read(self, path: str, with_labels: bool = True, limit: int = 0, for_training: bool = False) -> list: ...
+    def fit_labels(self, train: list) -> list[str] | None: ...
+    def check_labels(self, examples: list) -> None: ...
+    def features(self, examples: list, with_labels: bool = True, for_training: bool = False) -> list: ...
+    def collate(self, feats: Sequence) -> dict[str, torch.Tensor]: ...
+    def model_class(self, config) -> type: ...
+    def evaluate(self, model, examples: list, out_dir: Path | None, train: list | None = None) -> dict: ...
+    def predict(self, model, examples: list, out_dir: Path) -> Path: ...
+
+
+# ---------------------------------------------------------------------------------------------------- batches
+def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad integer rows to the longest: ``(B, T)``."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def mask(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """1 over each row's own tokens, 0 over the padding: ``(B, T)``."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def eval_batches(feats: Sequence, size: int, collate: Callable[[Sequence], dict[str, torch.Tensor]],
+                 model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Evaluation batches on the model's device, model in eval mode (callers run under ``torch.no_grad``)."""
+    model.eval()
+    device = next(model.parameters()).device
+    for i in range(0, len(feats), size):
+        yield {k: v.to(device) for k, v in collate(feats[i:i + size]).items()}

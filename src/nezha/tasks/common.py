@@ -1,4 +1,4 @@
-"""What the three fine-tuning tasks share: their settings, padding and evaluation batches.
+"""What the three fine-tuning tasks share: their settings, reading a data file as text, padding and eval batches.
 
 ``TaskSettings`` is everything evaluation and prediction need besides the weights. ``nezha finetune``'s settings
 extend it (:class:`nezha.train.finetune.FinetuneArgs`), and a fine-tuned folder stores it in
@@ -8,6 +8,8 @@ extend it (:class:`nezha.train.finetune.FinetuneArgs`), and a fine-tuned folder 
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,8 @@ class TaskSettings:
     text_b_column: str = arg("", "tsv/csv/jsonl: second-text column for sentence pairs")
     label_column: str = arg("label", "tsv/csv/jsonl: label column")
     header: bool = arg(True, "tsv/csv: the first line names the columns")
+    skip_bad_rows: bool = arg(False, "classification: skip rows with the wrong number of fields (a counted "
+                                     "warning) instead of stopping with an error")
     eval_batch_size: int = arg(64, "examples per forward pass when evaluating")
 
     def __post_init__(self) -> None:
@@ -73,6 +77,26 @@ class Task(Protocol):
     def model_class(self, config) -> type: ...
     def evaluate(self, model, examples: list, out_dir: Path | None, train: list | None = None) -> dict: ...
     def predict(self, model, examples: list, out_dir: Path) -> Path: ...
+
+
+# ---------------------------------------------------------------------------------------------------- files
+def read_text(path: str | os.PathLike) -> str:
+    """A data file's text (UTF-8, optional BOM); invalid UTF-8 is an error naming ``file:line``, not a bare
+    ``UnicodeDecodeError`` without the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x}); save it as UTF-8") from None
+
+
+def text_lines(path: str | os.PathLike, newline: str | None = None) -> io.StringIO:
+    """:func:`read_text` as a file object; ``newline`` as for ``open`` (``""`` for the csv module)."""
+    return io.StringIO(read_text(path), newline=newline)
 
 
 # ---------------------------------------------------------------------------------------------------- batches

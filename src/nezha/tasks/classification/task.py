@@ -40,7 +40,7 @@ class ClassificationTask:
         fmt = self._format(path)
         cols = PRESET_COLUMNS.get(fmt) or Columns(self.s.text_a_column, self.s.text_b_column or None,
                                                   self.s.label_column or None, self.s.header)
-        examples = read_examples(path, fmt, cols, with_labels=with_labels)
+        examples = read_examples(path, fmt, cols, with_labels=with_labels, skip_bad_rows=self.s.skip_bad_rows)
         return examples[:limit] if limit else examples
 
     def fit_labels(self, train: Sequence[TextExample]) -> list[str]:

@@ -1,17 +1,23 @@
 """Text-classification data: readers for LCQMC, ChnSentiCorp, XNLI-zh and generic TSV/CSV/JSONL, and encoding.
 
 Every example remembers where it came from (``file:line``) so that a bad label or a malformed row is reported
-by position. Readers never skip a row: a row that cannot be read is an error.
+by position. Readers never skip a row silently: a row that cannot be read is an error (rows with the wrong number
+of fields may be skipped on request, with a counted warning).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from nezha.tasks.common import text_lines
+
+logger = logging.getLogger("nezha")
 
 FORMATS = ("lcqmc", "chnsenticorp", "xnli", "tsv", "csv", "jsonl")
 # XNLI releases spell one label two ways; the data's own label_map.json maps both to one id.
@@ -50,19 +56,26 @@ _HEADERLESS_ORDER = {
 
 
 def read_examples(
-    path: str | os.PathLike, fmt: str, columns: Columns | None = None, with_labels: bool = True
+    path: str | os.PathLike,
+    fmt: str,
+    columns: Columns | None = None,
+    with_labels: bool = True,
+    skip_bad_rows: bool = False,
 ) -> list[TextExample]:
-    """Read every row of ``path``; ``with_labels=False`` allows files without a label column (prediction)."""
+    """Read every row of ``path``; ``with_labels=False`` allows files without a label column (prediction).
+
+    A TSV/CSV row with the wrong number of fields (a stray tab or comma inside a text, a missing field) is an error
+    naming ``file:line``, or, with ``skip_bad_rows``, left out with one counted warning: taking its fields by
+    position would turn a piece of text into a new label.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; choose from {FORMATS}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
     columns = columns or PRESET_COLUMNS.get(fmt, Columns())
     if fmt == "jsonl":
         examples = _read_jsonl(path, columns, with_labels)
     else:
-        examples = _read_delimited(path, fmt, columns, with_labels)
+        examples = _read_delimited(path, fmt, columns, with_labels, skip_bad_rows)
     if not examples:
         raise ValueError(f"{path}: no examples (empty file?)")
     aliases = _LABEL_ALIASES.get(fmt, {})
@@ -71,53 +84,64 @@ def read_examples(
     return examples
 
 
-def _read_delimited(path: Path, fmt: str, columns: Columns, with_labels: bool) -> list[TextExample]:
+def _read_delimited(path: Path, fmt: str, columns: Columns, with_labels: bool,
+                    skip_bad_rows: bool) -> list[TextExample]:
     delimiter = "," if fmt == "csv" else "\t"
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE))
-    if not rows:
+    reader = csv.reader(text_lines(path, newline=""), delimiter=delimiter,
+                        quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE)
+    rows = [(reader.line_num, row) for row in reader if row and not (len(row) == 1 and not row[0].strip())]
+    if not rows:  # blank lines (a trailing newline) are not examples
         return []
     names = [c for c in (columns.text_a, columns.text_b, columns.label if with_labels else None) if c]
-    start = 0
-    if fmt in _HEADERLESS_ORDER:
-        header = [h.strip() for h in rows[0]]
-        if set(_HEADERLESS_ORDER[fmt]) - {"label"} <= set(header):
-            index = {n: header.index(n) for n in names if n in header}
-            start = 1
-        else:  # the original releases have no header line: fixed column order
-            order = _HEADERLESS_ORDER[fmt]
-            index = {n: order.index(n) for n in names if n in order}
+    first = [h.strip() for h in rows[0][1]]
+    if fmt in _HEADERLESS_ORDER and set(_HEADERLESS_ORDER[fmt]) - {"label"} <= set(first):
+        index = {n: first.index(n) for n in names if n in first}
+        rows, layout = rows[1:], first
+    elif fmt in _HEADERLESS_ORDER:  # the original releases have no header line: fixed column order
+        order = _HEADERLESS_ORDER[fmt]
+        index = {n: order.index(n) for n in names if n in order}
+        layout = order if with_labels else None
     elif columns.header:
-        header = [h.strip() for h in rows[0]]
-        missing = [n for n in names if n not in header]
+        missing = [n for n in names if n not in first]
         if missing:
-            raise ValueError(f"{path}:1: header {header} lacks column(s) {missing} (set the column options)")
-        index = {n: header.index(n) for n in names}
-        start = 1
+            raise ValueError(f"{path}:1: header {first} lacks column(s) {missing} (set the column options)")
+        index = {n: first.index(n) for n in names}
+        rows, layout = rows[1:], first
     else:
         try:
             index = {n: int(n) for n in names}
         except ValueError:
             raise ValueError(f"{path}: without a header, columns must be 0-based indices, got {names}") from None
+        layout = None
     if with_labels and columns.label and columns.label not in index:
         raise ValueError(f"{path}: no '{columns.label}' column for the labels")
-    need = max(index.values()) + 1
-    out = []
-    for i, row in enumerate(rows[start:], start=start + 1):
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue  # blank line (a trailing newline), not an example
-        if len(row) < need:
-            raise ValueError(f"{path}:{i}: expected at least {need} {fmt} columns, got {len(row)}")
+    if not rows:
+        return []
+    # Without a header (or a fixed layout), the first row sets the width every row must have.
+    width = len(layout) if layout else max(len(rows[0][1]), max(index.values()) + 1)
+    what = f"({', '.join(layout)})" if layout else f"(as on line {rows[0][0]})"
+    sep = "comma" if fmt == "csv" else "tab"
+    out, bad = [], []
+    for line, row in rows:
+        if len(row) != width:
+            if not skip_bad_rows:
+                raise ValueError(f"{path}:{line}: expected {width} {sep}-separated fields {what}, got {len(row)} "
+                                 "(a stray delimiter inside a text, or a missing field?)")
+            bad.append(line)
+            continue
         a = row[index[columns.text_a]]
         b = row[index[columns.text_b]] if columns.text_b and columns.text_b in index else None
         label = row[index[columns.label]].strip() if columns.label and columns.label in index else None
-        out.append(_example(path, i, a, b, label, with_labels))
+        out.append(_example(path, line, a, b, label, with_labels))
+    if bad:
+        logger.warning("%s: skipped %d row(s) without %d %s-separated fields %s: lines %s%s", path, len(bad), width,
+                       sep, what, ", ".join(map(str, bad[:10])), " ..." if len(bad) > 10 else "")
     return out
 
 
 def _read_jsonl(path: Path, columns: Columns, with_labels: bool) -> list[TextExample]:
     out = []
-    with open(path, encoding="utf-8-sig") as f:
+    with text_lines(path) as f:
         for i, line in enumerate(f, start=1):
             if not line.strip():
                 continue

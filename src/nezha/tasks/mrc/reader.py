@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nezha.tasks.common import read_text
+
 logger = logging.getLogger("nezha")
 
 
@@ -35,12 +37,16 @@ class MrcExample:
 def read_squad(path: str | os.PathLike, for_training: bool = False) -> list[MrcExample]:
     """Read SQuAD-style JSON. For training, the first reference whose ``answer_start`` agrees with the context
     is the target; one that disagrees is moved to the nearest occurrence of its text (counted warning, ids named);
-    a question none of whose answers occur in the context cannot be trained on and is reported by id."""
+    a question none of whose answers occur in the context cannot be trained on and is reported by id.
+
+    An answer without a ``text`` string, or (for training) without an integer ``answer_start``, is an error naming
+    the file and the question id."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+    text = read_text(path)
+    if not text.strip():
+        raise ValueError(f"{path}: empty file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
@@ -57,10 +63,10 @@ def read_squad(path: str | os.PathLike, for_training: bool = False) -> list[MrcE
                 if not qid or qid in seen:
                     raise ValueError(f"{path}: question id {qid!r} is missing or repeated")
                 seen.add(qid)
-                answers = [a["text"] if isinstance(a, dict) else str(a) for a in q.get("answers", [])]
-                ex = MrcExample(qid, str(q.get("question", "")), context, answers)
+                answers = _answers(q.get("answers", []), f"{path}: question {qid}", for_training)
+                ex = MrcExample(qid, str(q.get("question", "")), context, [a[0] for a in answers])
                 if for_training:
-                    span = _training_span(context, q.get("answers", []))
+                    span = _training_span(context, answers)
                     if span is None:
                         unusable.append(qid)
                         continue
@@ -90,18 +96,35 @@ def read_squad(path: str | os.PathLike, for_training: bool = False) -> list[MrcE
     return examples
 
 
-def _training_span(context: str, answers: list) -> tuple[int, int, bool] | None:
-    for a in answers:
+def _answers(raw: object, where: str, for_training: bool) -> list[tuple[str, int | None]]:
+    """``(text, answer_start)`` of each reference answer. A plain string is an answer text without a position
+    (scoring needs only the text); training needs the position, which SQuAD and CMRC 2018 always give."""
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: 'answers' must be a list, got {type(raw).__name__}")
+    out = []
+    for k, a in enumerate(raw):
         text, start = (a.get("text"), a.get("answer_start")) if isinstance(a, dict) else (a, None)
-        if text and isinstance(start, int) and context[start : start + len(text)] == text:
+        if not isinstance(text, str):
+            raise ValueError(f"{where}: answer {k} has no 'text' string (got {a!r})")
+        # -1 (position unknown) occurs in the CMRC 2018 dev set: such an answer is found by its text.
+        if start is not None and (not isinstance(start, int) or isinstance(start, bool)):
+            raise ValueError(f"{where}: answer {k} has answer_start {start!r}, expected an integer character offset")
+        if for_training and start is None:
+            raise ValueError(f"{where}: answer {k} has no 'answer_start' (needed for training)")
+        out.append((text, start))
+    return out
+
+
+def _training_span(context: str, answers: list[tuple[str, int | None]]) -> tuple[int, int, bool] | None:
+    for text, start in answers:
+        if text and start is not None and start >= 0 and context[start : start + len(text)] == text:
             return start, start + len(text), False
-    for a in answers:
-        text, start = (a.get("text"), a.get("answer_start", 0)) if isinstance(a, dict) else (a, 0)
+    for text, start in answers:
         if not text:
             continue
         hits = [i for i in _find_all(context, text)]
         if hits:
-            best = min(hits, key=lambda i: abs(i - (start if isinstance(start, int) else 0)))
+            best = min(hits, key=lambda i: abs(i - (start or 0)))
             return best, best + len(text), True
     return None
 

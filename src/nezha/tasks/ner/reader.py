@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nezha.tasks.common import text_lines
 from nezha.tasks.ner.metrics import bio_errors
 
 logger = logging.getLogger("nezha")
@@ -43,8 +44,6 @@ def detect_format(path: str | os.PathLike) -> str:
 def read_sentences(path: str | os.PathLike, fmt: str = "auto", with_tags: bool = True) -> list[TaggedSentence]:
     """Read every sentence; malformed lines are errors naming ``file:line``; I- without B- is a counted warning."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise ValueError(f"unknown NER format {fmt!r}; choose from {FORMATS}")
@@ -71,7 +70,7 @@ def _read_bio(path: Path, with_tags: bool) -> list[TaggedSentence]:
     words: list[str] = []
     tags: list[str] = []
     start = 0
-    with open(path, encoding="utf-8-sig") as f:
+    with text_lines(path) as f:
         for i, line in enumerate(f, start=1):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip():
@@ -93,13 +92,14 @@ def _read_bio(path: Path, with_tags: bool) -> list[TaggedSentence]:
 
 def _read_tsv(path: Path, with_tags: bool) -> list[TaggedSentence]:
     out = []
-    with open(path, encoding="utf-8-sig") as f:
-        lines = f.read().split("\n")
+    lines = text_lines(path).read().split("\n")
     start = 1 if lines and lines[0].split("\t")[0] == "text_a" else 0
     for i, line in enumerate(lines[start:], start=start + 1):
         if not line.strip():
             continue
         cols = line.split("\t")
+        if len(cols) > 2 or (with_tags and len(cols) != 2):
+            raise ValueError(f"{path}:{i}: expected 2 tab-separated fields (text_a, label), got {len(cols)}")
         words = cols[0].split()
         tags = cols[1].split() if len(cols) > 1 else None
         if with_tags:
@@ -112,7 +112,7 @@ def _read_tsv(path: Path, with_tags: bool) -> list[TaggedSentence]:
 def _read_jsonl(path: Path, with_tags: bool) -> list[TaggedSentence]:
     """``{"text": ..., "entities": [{"start": s, "end": e, "label": L}, ...]}`` (end exclusive) or ``[s, e, L]``."""
     out = []
-    with open(path, encoding="utf-8-sig") as f:
+    with text_lines(path) as f:
         for i, line in enumerate(f, start=1):
             if not line.strip():
                 continue

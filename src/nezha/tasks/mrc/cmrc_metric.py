@@ -256,7 +256,12 @@ def evaluate(dataset: dict | list, predictions: dict, source: str = "dataset",
 def _load_json(path: Path, what: str):
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: {what} file is not valid UTF-8 (byte {raw[e.start]:#04x})") from None
     if not text.strip():
         raise ValueError(f"{path}: {what} file is empty")
     try:

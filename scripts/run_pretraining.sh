@@ -15,6 +15,8 @@
 #   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   multi-node rendezvous                   [1, 0, localhost, 29500]
 #   TRAIN_BATCH_SIZE [32]  MAX_SEQ_LENGTH [128]  MAX_PREDICTIONS_PER_SEQ [20]  NUM_TRAIN_STEPS [200]
 #   NUM_WARMUP_STEPS [20]  LEARNING_RATE [1e-4]  OPTIMIZER [lamb]  PRECISION [auto]  SAVE_CHECKPOINTS_STEPS [100]
+#   SCALE_LR_WITH_WORLD_SIZE  true: the effective peak rate is LEARNING_RATE x processes, as the original
+#                             run_pretraining.py under horovod (learning_rate * hvd.size()); false: as given  [true]
 set -euo pipefail
 
 : "${DATA_DIR:?set DATA_DIR to the shard folder(s) made by nezha prepare}"
@@ -28,6 +30,13 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-localhost}
 MASTER_PORT=${MASTER_PORT:-29500}
+SCALE_LR_WITH_WORLD_SIZE=${SCALE_LR_WITH_WORLD_SIZE:-true}
+LEARNING_RATE=${LEARNING_RATE:-1e-4}
+WORLD=$((NNODES * NUM_GPUS))
+if [[ "${SCALE_LR_WITH_WORLD_SIZE}" == true ]]; then
+  echo "run_pretraining.sh: peak learning rate ${LEARNING_RATE} x ${WORLD} processes, as the original's horovod" \
+       "run (set SCALE_LR_WITH_WORLD_SIZE=false to use ${LEARNING_RATE} as is)" >&2
+fi
 
 model_flags=(--preset "${PRESET}")
 if [[ -n "${BERT_CONFIG_FILE:-}" ]]; then model_flags=(--bert_config_file "${BERT_CONFIG_FILE}"); fi
@@ -50,7 +59,8 @@ exec python -m torch.distributed.run "${launch[@]}" -m nezha.cli pretrain \
   --max_predictions_per_seq "${MAX_PREDICTIONS_PER_SEQ:-20}" \
   --num_train_steps "${NUM_TRAIN_STEPS:-200}" \
   --num_warmup_steps "${NUM_WARMUP_STEPS:-20}" \
-  --learning_rate "${LEARNING_RATE:-1e-4}" \
+  --learning_rate "${LEARNING_RATE}" \
+  --scale_lr_with_world_size "${SCALE_LR_WITH_WORLD_SIZE}" \
   --optimizer "${OPTIMIZER:-lamb}" \
   --precision "${PRECISION:-auto}" \
   --save_checkpoints_steps "${SAVE_CHECKPOINTS_STEPS:-100}" \

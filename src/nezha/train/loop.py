@@ -61,11 +61,71 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def grad_scaler(self, init_scale: float = 2.0**16, growth_interval: int = 1000) -> torch.amp.GradScaler:
-        """A dynamic loss scaler, enabled only for fp16 (×2 after ``growth_interval`` good steps, ×0.5 on overflow)."""
-        return torch.amp.GradScaler(
-            self.device_type, init_scale=init_scale, growth_interval=growth_interval, enabled=self.name == "fp16"
-        )
+    def grad_scaler(self, init_scale: float = 2.0**32, growth_interval: int = 1000,
+                    backoff_after: int = 2) -> DynamicLossScaler:
+        """The original's dynamic loss scaler, enabled only for fp16 (see :class:`DynamicLossScaler`)."""
+        return DynamicLossScaler(init_scale, growth_interval=growth_interval, backoff_after=backoff_after,
+                                 enabled=self.name == "fp16")
+
+
+class DynamicLossScaler:
+    """fp16 loss scaling as the original NEZHA run (TF ``ExponentialUpdateLossScaleManager(init_loss_scale=2**32,
+    incr_every_n_steps=1000, decr_every_n_nan_or_inf=2, decr_ratio=0.5)``).
+
+    After ``growth_interval`` finite steps in a row the scale doubles; an overflow resets that count, and the
+    ``backoff_after``-th overflow since the last change of scale halves it (never below 1). torch's ``GradScaler``
+    halves on every overflow, which is why this is our own. Disabled (fp32/bf16), every method is a no-op.
+    """
+
+    def __init__(self, init_scale: float = 2.0**32, *, growth_interval: int = 1000, backoff_after: int = 2,
+                 enabled: bool = True):
+        if init_scale <= 0 or growth_interval < 1 or backoff_after < 1:
+            raise ValueError(f"loss scaler: init_scale ({init_scale}) must be > 0, growth_interval "
+                             f"({growth_interval}) and backoff_after ({backoff_after}) >= 1")
+        self.scale_value = float(init_scale)
+        self.growth_interval, self.backoff_after, self.enabled = growth_interval, backoff_after, enabled
+        self.good_steps = self.bad_steps = 0
+
+    def is_enabled(self) -> bool:
+        return self.enabled
+
+    def get_scale(self) -> float:
+        return self.scale_value if self.enabled else 1.0
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.scale_value if self.enabled else loss
+
+    def unscale_(self, params: Sequence[torch.Tensor]) -> None:
+        """Divide the gradients of ``params`` by the scale, in place."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if self.enabled and grads:
+            torch._foreach_mul_(grads, 1.0 / self.scale_value)
+
+    def update(self, finite: bool) -> None:
+        """Count the step and change the scale as the original does."""
+        if not self.enabled:
+            return
+        if finite:
+            self.good_steps += 1
+            if self.good_steps >= self.growth_interval:
+                if math.isfinite(self.scale_value * 2.0):
+                    self.scale_value *= 2.0
+                self.good_steps = self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+            self.good_steps = 0
+            if self.bad_steps >= self.backoff_after:
+                self.scale_value = max(1.0, self.scale_value * 0.5)
+                self.bad_steps = 0
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale_value, "good_steps": self.good_steps, "bad_steps": self.bad_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:  # an fp32/bf16 checkpoint written with torch's GradScaler holds {}
+            self.scale_value = float(state["scale"])
+            self.good_steps = int(state.get("good_steps", state.get("_growth_tracker", 0)))
+            self.bad_steps = int(state.get("bad_steps", 0))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -96,7 +156,7 @@ def check_finite_weights(model: WrappedModel, step: int) -> None:
 @dataclass
 class StepOutput:
     grad_norm: float  # global norm before clipping (after unscaling)
-    skipped: bool  # fp16: overflow, the optimizer step was skipped and the loss scale lowered
+    skipped: bool  # fp16: overflow, the update was skipped (the loss scale may have been lowered)
     stats: dict[str, float] = field(default_factory=dict)  # loss_fn stats summed over micro-batches (this rank)
 
 
@@ -105,7 +165,7 @@ def train_step(
     micro_batches: Sequence[Any],
     loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
+    scaler: DynamicLossScaler,
     precision: Precision,
     *,
     max_grad_norm: float = 1.0,
@@ -114,8 +174,9 @@ def train_step(
     """One optimizer step over ``micro_batches`` (gradient accumulation), with global-norm clipping.
 
     Gradients are all-reduced only on the last micro-batch. A non-finite gradient norm raises
-    :class:`NonFiniteLossError` (fp32/bf16) before ``optimizer.step``; with fp16 the scaler skips the step instead and
-    ``StepOutput.skipped`` is True. ``max_grad_norm <= 0`` disables clipping (the norm is still measured).
+    :class:`NonFiniteLossError` (fp32/bf16) before ``optimizer.step``; with fp16 the update is skipped instead (the
+    optimizer's step count does not move either) and ``StepOutput.skipped`` is True. ``max_grad_norm <= 0``
+    disables clipping (the norm is still measured).
     """
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, torch.Tensor] = {}
@@ -128,8 +189,8 @@ def train_step(
         for k, v in stats.items():
             v = v.detach().float()
             sums[k] = sums[k] + v if k in sums else v
-    scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.grad is not None]
+    scaler.unscale_(params)
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf, foreach=True)
     if hasattr(norm, "full_tensor"):  # FSDP2 DTensor
         norm = norm.full_tensor()
@@ -139,8 +200,11 @@ def train_step(
     if not finite and not scaler.is_enabled():
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLossError(step, grad_norm, stats_f)
-    scaler.step(optimizer)
-    scaler.update()
+    if finite:
+        optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+    scaler.update(finite)
     return StepOutput(grad_norm=grad_norm, skipped=not finite, stats=stats_f)
 
 

@@ -48,6 +48,7 @@ from nezha.train.distributed import (
     wrap_model,
 )
 from nezha.train.loop import (
+    DynamicLossScaler,
     NonFiniteLossError,
     Precision,
     ProgressBar,
@@ -87,7 +88,11 @@ class PretrainArgs:
     gradient_accumulation_steps: int = arg(1, "split each process's batch into this many micro-batches")
     num_train_steps: int = arg(100000, "optimizer steps of the whole run (sets the lr schedule)")
     num_warmup_steps: int = arg(10000, "linear warmup steps")
-    learning_rate: float = arg(1e-4, "peak learning rate")
+    learning_rate: float = arg(1e-4, "peak learning rate (per process with --scale_lr_with_world_size)")
+    scale_lr_with_world_size: bool = arg(
+        False, "multiply --learning_rate by the number of processes, as the original run_pretraining.py does under "
+        "horovod (lr * hvd.size())"
+    )
     lr_end: float = arg(0.0, "learning rate at the end of the decay")
     lr_power: float = arg(1.0, "polynomial decay power (1 = linear, as the original)")
     optimizer: Literal["lamb", "lamb_textbook", "adam", "adamw"] = arg(
@@ -102,12 +107,14 @@ class PretrainArgs:
     max_grad_norm: float = arg(1.0, "global gradient-norm clipping (0 disables)")
     # execution
     precision: Literal["auto", "fp32", "bf16", "fp16"] = arg("auto", "auto: bf16 on a GPU that has it, else fp32")
-    loss_scale_init: float = arg(2.0**16, "fp16: initial dynamic loss scale")
+    loss_scale_init: float = arg(2.0**32, "fp16: initial dynamic loss scale (x2 after 1000 good steps, x0.5 after 2 "
+                                 "overflows, as the original)")
     compile: bool = arg(False, "torch.compile the model")
     distributed: Literal["ddp", "fsdp"] = arg("ddp", "multi-process strategy: ddp or fsdp (FSDP2 fully_shard)")
     device: Literal["auto", "cpu", "cuda"] = arg("auto", "device")
     seed: int = arg(12345, "seed of the model init, data order and dropout")
-    max_skipped_steps: int = arg(50, "fp16: stop after this many consecutive overflow-skipped steps")
+    max_skipped_steps: int = arg(100, "fp16: stop after this many consecutive overflow-skipped steps (from 2^32 the "
+                                 "scale needs 2 overflows per halving)")
     # checkpoints and logging
     save_checkpoints_steps: int = arg(1000, "save a checkpoint every this many steps (and at the end)")
     keep_checkpoints: int = arg(3, "keep the last this many checkpoints")
@@ -379,11 +386,12 @@ class _Run:
     model: WrappedModel
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
-    scaler: torch.amp.GradScaler
+    scaler: DynamicLossScaler
     sampler: EpochSampler
     manager: CheckpointManager
     layout: dict  # batch layout that a resume must match
     start: int  # global step to start from (0, or the resumed checkpoint's)
+    start_drawn: int  # steps' worth of batches read before start (more than start when fp16 skipped updates)
     resumed: bool
     baseline: dict[str, float]
     metrics: MetricsLogger | None = None  # opened when the loop starts
@@ -393,25 +401,27 @@ class _Run:
     def end(self) -> int:
         return min(self.args.num_train_steps, self.args.stop_at_step or self.args.num_train_steps)
 
-    def load_step(self, step: int) -> list[tuple[dict[str, np.ndarray], bool]]:
-        """This rank's micro-batches of ``step`` as numpy arrays (runs in the prefetch thread)."""
-        return [(self.data.get_batch(idx), real) for idx, real in self.sampler.micro_batches(step)]
+    def load_step(self, drawn: int) -> list[tuple[dict[str, np.ndarray], bool]]:
+        """This rank's micro-batches of the ``drawn``-th step's worth of data, as numpy arrays (prefetch thread)."""
+        return [(self.data.get_batch(idx), real) for idx, real in self.sampler.micro_batches(drawn)]
 
-    def save(self, step: int) -> None:
+    def save(self, step: int, drawn: int) -> None:
         # Never write a checkpoint that would resume into garbage (e.g. an update that overflowed the weights).
         check_finite_weights(self.model, step)
-        epoch, in_epoch = self.sampler.position(step)
+        epoch, in_epoch = self.sampler.position(drawn)
         self.manager.save(step, self.model, self.optimizer, {"schedule": self.schedule, "scaler": self.scaler},
-                          meta={**self.layout, "epoch": epoch, "step_in_epoch": in_epoch})
+                          meta={**self.layout, "epoch": epoch, "step_in_epoch": in_epoch, "batches_drawn": drawn})
 
 
 @dataclass
 class _Progress:
     """Where the loop is and what it last measured."""
 
-    step: int
+    step: int  # global step: updates applied (an fp16 overflow skips the update and does not count, as the original)
+    drawn: int  # steps' worth of batches read: the data position
     stopped: bool = False
     skipped_in_row: int = 0
+    skipped_total: int = 0
     window: dict[str, float] = dataclasses.field(default_factory=dict)  # stats summed since the last log
     last_train: dict[str, float] = dataclasses.field(default_factory=dict)
     last_eval: dict[str, float] | None = None
@@ -465,15 +475,16 @@ def _setup(args: PretrainArgs, info: DistInfo) -> _Run:
         betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, grad_prenorm=args.lamb_grad_prenorm,
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else 1.0,
     )
-    schedule = LRSchedule(optimizer, warmup=args.num_warmup_steps, total=args.num_train_steps,
-                          peak=args.learning_rate, floor=args.lr_end, power=args.lr_power)
+    peak = args.learning_rate * (info.world_size if args.scale_lr_with_world_size else 1)
+    schedule = LRSchedule(optimizer, warmup=args.num_warmup_steps, total=args.num_train_steps, peak=peak,
+                          floor=args.lr_end, power=args.lr_power)
     layout = {"global_batch": sampler.global_batch, "train_batch_size": args.train_batch_size,
               "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
               "num_train_instances": int(len(pool))}
     run = _Run(args, info, Path(args.output_dir), precision, data, pool, eval_data, eval_idx, model, optimizer,
                schedule, precision.grad_scaler(init_scale=args.loss_scale_init), sampler,
                CheckpointManager(Path(args.output_dir) / "checkpoints", info, keep=args.keep_checkpoints), layout,
-               start=0, resumed=False, baseline={})
+               start=0, start_drawn=0, resumed=False, baseline={})
     _resume(run)
     run.baseline = unigram_baseline(data) if info.is_main else {}
     if info.is_main:
@@ -490,6 +501,7 @@ def _resume(run: _Run) -> None:
     stateful = {"schedule": run.schedule, "scaler": run.scaler}
     meta = run.manager.load(resume_from, run.model, run.optimizer, stateful, expect=run.layout)
     run.start, run.resumed = int(meta["step"]), True
+    run.start_drawn = int(meta.get("batches_drawn", run.start))
     if run.info.is_main:
         logger.info("resumed from %s at step %d", resume_from, run.start)
 
@@ -503,9 +515,9 @@ def _log_start(run: _Run) -> None:
     n_params = sum(p.numel() for p in run.model.module.parameters())
     logger.info(
         "pretraining %s params (hidden %d, layers %d) on %d instances x %d tokens; %d process(es), global batch "
-        "%d, precision %s, optimizer %s; unigram baseline: MLM acc %.4f, loss %.3f",
+        "%d, precision %s, optimizer %s, peak lr %g; unigram baseline: MLM acc %.4f, loss %.3f",
         f"{n_params:,}", config.hidden_size, config.num_hidden_layers, len(run.pool), run.data.max_seq_length,
-        run.info.world_size, run.sampler.global_batch, run.precision.name, args.optimizer,
+        run.info.world_size, run.sampler.global_batch, run.precision.name, args.optimizer, run.schedule.peak,
         run.baseline["unigram_mlm_acc"], run.baseline["unigram_mlm_loss"],
     )
 
@@ -513,29 +525,31 @@ def _log_start(run: _Run) -> None:
 def _train(run: _Run) -> _Progress:
     """The step loop: prefetch the next step's batches while this one trains; log, evaluate and save on schedule."""
     args, info = run.args, run.info
-    progress = _Progress(step=run.start)
+    progress = _Progress(step=run.start, drawn=run.start_drawn)
     run.metrics = MetricsLogger(run.out_dir, enabled=info.is_main, tensorboard=args.tensorboard,
                                 resume_step=run.start if run.resumed else None)
     run.bar = ProgressBar(args.num_train_steps, initial=run.start, enabled=info.is_main and args.progress)
     meter = Throughput()
     try:
         with StopSignal() as stop, ThreadPoolExecutor(1) as prefetch:
-            pending = prefetch.submit(run.load_step, progress.step) if progress.step < run.end else None
+            pending = prefetch.submit(run.load_step, progress.drawn) if progress.step < run.end else None
             run.model.train()
             while progress.step < run.end:
-                raw = pending.result()
-                pending = prefetch.submit(run.load_step, progress.step + 1) if progress.step + 1 < run.end else None
+                raw = pending.result() if pending is not None else run.load_step(progress.drawn)
+                last = progress.step + 1 >= run.end  # unless this step overflows and is skipped
+                pending = None if last else prefetch.submit(run.load_step, progress.drawn + 1)
                 result, lr, real_seqs = _train_one_step(run, progress, raw, stop.requested)
                 if result is None:
                     break
                 meter.add(real_seqs, real_seqs * int(run.data.max_seq_length))
-                _after_step(run, progress, result, lr, meter)
+                if not result.skipped:
+                    _after_step(run, progress, result, lr, meter)
             if pending is not None:
                 pending.cancel()
         if progress.step > run.start or progress.stopped:
             if progress.stopped:
                 logger.info("stop signal received: saving a checkpoint at step %d and exiting", progress.step)
-            run.save(progress.step)
+            run.save(progress.step, progress.drawn)
     except NonFiniteLossError as e:
         run.metrics.log(e.step, "error", nonfinite=1.0, **{k: v for k, v in e.stats.items() if isinstance(v, float)})
         run.metrics.close()
@@ -571,14 +585,18 @@ def _train_one_step(run: _Run, progress: _Progress, raw: list, stop_requested: b
     lr = run.schedule.apply()
     result = train_step(run.model, micro, loss_fn, run.optimizer, run.scaler, run.precision,
                         max_grad_norm=run.args.max_grad_norm, step=progress.step + 1)
+    progress.drawn += 1
+    if result.skipped:  # as the original: neither the global step nor the schedule moves; the data does
+        progress.skipped_in_row += 1
+        progress.skipped_total += 1
+        logger.debug("fp16 overflow at step %d: update skipped (loss scale now %g)", progress.step + 1,
+                     run.scaler.get_scale())
+        if progress.skipped_in_row >= run.args.max_skipped_steps:
+            raise NonFiniteLossError(progress.step + 1, result.grad_norm, result.stats)
+        return result, lr, real_seqs
     run.schedule.step()
     progress.step += 1
-    progress.skipped_in_row = progress.skipped_in_row + 1 if result.skipped else 0
-    if result.skipped:
-        logger.warning("step %d: fp16 overflow, step skipped (loss scale now %g)", progress.step,
-                       run.scaler.get_scale())
-        if progress.skipped_in_row >= run.args.max_skipped_steps:
-            raise NonFiniteLossError(progress.step, result.grad_norm, result.stats)
+    progress.skipped_in_row = 0
     return result, lr, real_seqs
 
 
@@ -594,6 +612,7 @@ def _after_step(run: _Run, progress: _Progress, result, lr: float, meter: Throug
                                "seq_per_s": seq_s * info.world_size, "tokens_per_s": tok_s * info.world_size}
         if run.precision.name == "fp16":
             progress.last_train["loss_scale"] = run.scaler.get_scale()
+            progress.last_train["skipped_steps"] = float(progress.skipped_total)
         run.metrics.log(step, "train", **progress.last_train)
         t = progress.last_train
         run.bar.update(0, loss=t["loss"], mlm_acc=t["mlm_acc"], nsp_acc=t["nsp_acc"], lr=lr, seq_s=t["seq_per_s"],
@@ -605,7 +624,7 @@ def _after_step(run: _Run, progress: _Progress, result, lr: float, meter: Throug
         run.metrics.log(step, "eval", **progress.last_eval)
         run.bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in progress.last_eval.items()))
     if step % args.save_checkpoints_steps == 0 and step < run.end:
-        run.save(step)
+        run.save(step, progress.drawn)
 
 
 def _evaluate(run: _Run) -> dict[str, float]:

@@ -10,19 +10,31 @@ The math (NEZHA paper, section 3.2; one table shared by keys, values, heads and 
     a_ij  = softmax_j(s_ij)
     out_i = sum_j a_ij v_j + sum_j a_ij r_ij
 
-Two observations keep this cheap. The key term ``q_i . r_ij`` is a gather from ``q @ table.T`` (``(.., T, P)``),
-and the value term is ``mass @ table`` where ``mass[i, p]`` is the attention probability that query ``i`` puts on
-bucket ``p`` (a scatter-add of ``a`` into ``P`` bins). Neither needs ``(T, T, D)`` memory.
+Per query row the keys fall into three regions: left (``j <= i - K``, bucket 0), right (``j >= i + K``, bucket 2K)
+and the band (``|j - i| < K``). Outside the band the relative term is one of two constants per row, so:
 
-On top of that the eager path is a custom autograd function that processes queries in chunks and saves only
-``q, k, v, out`` and the log-sum-exp per query for the backward pass, recomputing the probabilities there
-(as flash attention does). Activation memory therefore grows like ``T * D``, not ``T * T``, which is what lets
-training run on sequences of thousands of tokens on a CPU.
+- the score bias ``q_i . r_ij`` is ``q @ table[rows].T`` (``(.., C, 2K+1)``) added along the band's diagonals
+  through a strided view (each diagonal is a column of the view) plus one rank-2 update ``c_left(i) * left_ij +
+  c_right(i) * right_ij`` for the clipped regions, a batched matmul over query rows;
+- the value term is ``mass @ table[rows]``, where ``mass`` is the band's diagonals read through the same view and
+  the two regions' attention masses from one more batched matmul.
+
+Every pass over the ``(C, T)`` scores is a matmul, a softmax or a contiguous in-place elementwise op; no ``(C, T)``
+index tensor, gather or scatter (``docs/attention.md`` has the profile). The band view works on a buffer with
+``K`` slack elements on either side: out-of-range band entries alias neighbouring rows or slack, are masked to
+zero when read and add exactly zero when written.
+
+The eager path is a custom autograd function that processes queries in chunks and saves ``q, k, v, out`` for
+the backward pass, recomputing the probabilities there (as flash attention does) for sequences longer than
+``KEEP_PROBS_MAX_LENGTH``. Activation memory therefore grows like ``T * D``, not ``T * T`` (plus one bit per
+probability under dropout: the keep-mask is drawn once and saved packed), which is what lets training run on
+sequences of thousands of tokens on a CPU.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -36,131 +48,227 @@ CHUNK_ELEMENTS = 1 << 23
 KEEP_PROBS_MAX_LENGTH = 256
 
 
-def _chunk_size(batch: int, heads: int, length: int) -> int:
-    return max(16, CHUNK_ELEMENTS // max(1, batch * heads * length))
+def _chunk_size(batch_heads: int, length: int) -> int:
+    return max(16, CHUNK_ELEMENTS // max(1, batch_heads * length))
 
 
-def _dropout_keep(shape: torch.Size, p: float, seed: int, device: torch.device) -> torch.Tensor:
-    """A dropout keep-mask that the backward pass can regenerate from ``seed`` instead of storing it."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return torch.rand(shape, generator=gen, device=device) >= p
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Softmax and gradient accumulation run in fp32 for half types, in the input precision otherwise."""
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half types compute in fp32 on the eager path (softmax and accumulation need it; the GPU uses the kernel)."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _probs(qs, k, table, mask, buckets):
-    """Probabilities ``(B, H, C, T)`` of one query chunk, in the accumulation dtype.
+def _dropout_keep(shape: torch.Size, p: float, seed: int | None, device: torch.device) -> torch.Tensor:
+    """Bernoulli(1 - p) keep-mask: from the global generator (``seed`` None: no host sync, compile-clean), or
+    reproducibly from an explicit ``seed``."""
+    gen = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    return torch.rand(shape, generator=gen, device=device) >= p
+
+
+_BIT_WEIGHTS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def _pack_bits(keep: torch.Tensor) -> torch.Tensor:
+    """``(.., T)`` bool -> ``(.., ceil(T / 8))`` uint8: the backward pass's copy of the dropout mask, 1 bit each."""
+    pad = -keep.shape[-1] % 8
+    keep = torch.nn.functional.pad(keep.to(torch.uint8), (0, pad))
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=keep.device)
+    return (keep.unflatten(-1, (-1, 8)) * weights).sum(-1, dtype=torch.uint8)
+
+
+def _unpack_bits(bits: torch.Tensor, length: int) -> torch.Tensor:
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=bits.device)
+    return (bits.unsqueeze(-1) & weights).ne(0).flatten(-2)[..., :length]
+
+
+class _Regions(NamedTuple):
+    """Where the relative terms of query rows ``start .. start + C - 1`` live (see the module docstring).
+
+    ``rows`` are the table rows the chunk needs, band buckets ``p_lo .. p_lo + width - 1`` (those with
+    ``|j - i| < K`` and some key in range) then, when the sequence has clipped regions, buckets 0 and 2K.
+    """
+
+    start: int
+    p_lo: int
+    width: int
+    groups: int  # interleaved row groups that make a band write touch each element at most once
+    valid: torch.Tensor  # (C, width): band entry's key inside 0..T-1
+    sides: torch.Tensor | None  # (C, T, 2): key j in the left (j <= i - K) / right (j >= i + K) region
+    rows: torch.Tensor  # (width [+ 2],) table rows
+
+
+def _regions(start: int, rows: int, length: int, K: int, dtype: torch.dtype, device: torch.device) -> _Regions:
+    p_lo, p_hi = max(1, K - length + 1), min(2 * K - 1, K + length - 1)
+    width = max(0, p_hi - p_lo + 1)
+    i = torch.arange(start, start + rows, device=device)[:, None]  # (C, 1)
+    j = i + torch.arange(p_lo, p_lo + width, device=device) - K  # (C, width) band keys
+    valid = ((j >= 0) & (j < length)).to(dtype)
+    table_rows = torch.arange(p_lo, p_lo + width, device=device)
+    sides = None
+    if length > K:  # otherwise no pair is K or more apart
+        keys = torch.arange(length, device=device)
+        sides = torch.stack((keys <= i - K, keys >= i + K), -1).to(dtype)  # (C, T, 2)
+        table_rows = torch.cat((table_rows, torch.tensor([0, 2 * K], device=device)))
+    groups = (width - 1) // (length + 1) + 1 if width else 0
+    return _Regions(start, p_lo, width, groups, valid, sides, table_rows)
+
+
+def _buffer(batch_heads: int, rows: int, length: int, K: int, like: torch.Tensor) -> torch.Tensor:
+    """Flat storage for one ``(BH, C, T)`` block with K zeroed elements on either side, so every band view
+    (below) stays inside it and reads only finite values."""
+    store = like.new_empty(batch_heads * rows * length + 2 * K)
+    store[:K].zero_()
+    store[store.numel() - K:].zero_()
+    return store
+
+
+def _block(store: torch.Tensor, batch_heads: int, rows: int, length: int, K: int) -> torch.Tensor:
+    return store[K:K + batch_heads * rows * length].view(batch_heads, rows, length)  # (BH, C, T)
+
+
+def _band(store: torch.Tensor, block: torch.Tensor, reg: _Regions) -> torch.Tensor:
+    """``(BH, C, width)`` view of ``block`` whose entry ``[b, r, p - p_lo]`` is ``block[b, r, j]`` with
+    ``j = i + p - K``: the band's diagonals, as columns. Out-of-range keys alias neighbouring rows or the slack."""
+    BH, C, T = block.shape
+    return store.as_strided((BH, C, reg.width), (C * T, T + 1, 1), store.storage_offset() + reg.start + reg.p_lo)
+
+
+def _add_relative(store: torch.Tensor, block: torch.Tensor, rel: torch.Tensor, reg: _Regions) -> None:
+    """``block[b, r, j] += rel[b, r, bucket(i, j)]`` in place, with ``rel`` ``(BH, C, len(rows))`` (the score
+    bias ``q . table`` or its gradient's twin ``dO . table``): a strided add over the band's diagonals, and one
+    rank-2 update for the two clipped regions (a constant per row each). No ``(C, T)`` index, no gather."""
+    if reg.width:
+        band = _band(store, block, reg)
+        # out-of-range entries add exactly 0 to whatever they alias; groups keep each write's elements distinct
+        values = rel[..., :reg.width] * reg.valid
+        for g in range(reg.groups):
+            band[:, g::reg.groups].add_(values[:, g::reg.groups])
+    if reg.sides is not None:
+        ends = rel[..., reg.width:].transpose(0, 1)  # (C, BH, 2)
+        block.transpose(0, 1).baddbmm_(ends, reg.sides.transpose(1, 2))  # (C, BH, T) += (C, BH, 2) @ (C, 2, T)
+
+
+def _relative_mass(store: torch.Tensor, block: torch.Tensor, reg: _Regions) -> torch.Tensor:
+    """``mass[b, r, n] = sum of block[b, r, j] over the keys j in bucket rows[n]``: ``(BH, C, len(rows))``,
+    the transpose of :func:`_add_relative`."""
+    parts = [_band(store, block, reg) * reg.valid] if reg.width else []
+    if reg.sides is not None:
+        parts.append(torch.bmm(block.transpose(0, 1), reg.sides).transpose(0, 1))  # (BH, C, 2)
+    return torch.cat(parts, -1)
+
+
+def _probs(store, qs, k, table_rows, mask, reg, K):
+    """Probabilities ``(BH, C, T)`` of one query chunk, computed in ``store`` (the scores, softmaxed in place).
 
     Deterministic, so the backward pass recomputes exactly the forward's probabilities without saving them.
-    The relative bias is gathered into a fresh buffer that ``q @ k.T`` then accumulates into (one pass and
-    one large allocation fewer than adding two score tensors).
     """
-    B, H, C, D = qs.shape
-    T = k.shape[-2]
-    rel = torch.matmul(qs, table.t())  # (B, H, C, P)
-    scores = torch.gather(rel, -1, buckets.expand(B, H, C, T))  # (B, H, C, T)
-    scores = torch.baddbmm(
-        scores.view(B * H, C, T), qs.reshape(B * H, C, D), k.reshape(B * H, T, D).transpose(1, 2)
-    ).view(B, H, C, T)
-    scores = scores.to(_acc_dtype(qs.dtype))
+    BH, C, _ = qs.shape
+    T = k.shape[1]
+    scores = _block(store, BH, C, T, K)
+    torch.bmm(qs, k.transpose(1, 2), out=scores)  # (BH, C, T)
+    _add_relative(store, scores, torch.matmul(qs, table_rows.t()), reg)
     if mask is not None:
-        scores = scores + mask  # (B, 1, 1, T) broadcast
-    return torch.softmax(scores, dim=-1)
+        scores.view(mask.shape[0], -1, C, T).add_(mask)  # (B, 1|H, 1, T) broadcast
+    return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
 
 
-def _bucket_mass(weights: torch.Tensor, buckets: torch.Tensor, num_buckets: int) -> torch.Tensor:
-    """Sum ``weights[..., i, j]`` into bins ``buckets[i, j]``: ``(B, H, C, T) -> (B, H, C, P)``."""
-    out = weights.new_zeros(*weights.shape[:-1], num_buckets)
-    return out.scatter_add_(-1, buckets.expand(weights.shape), weights)
-
-
-def _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position, keep_probs=False):
-    """Forward pass over query chunks. Returns ``(out (B, H, T, D), chunk, kept)``, ``kept`` holding each chunk's
-    probabilities (before dropout) when ``keep_probs``."""
-    B, H, T, D = q.shape
-    scale = 1.0 / math.sqrt(D)
-    table = table.to(q.dtype)
-    P = table.shape[0]
-    chunk = _chunk_size(B, H, T)
+def _forward_chunks(q, k, v, table, mask, dropout_p, seed, K, keep_probs=False):
+    """Forward pass over query chunks of ``(BH, T, D)`` inputs. Returns ``(out (BH, T, D), kept, bits)``:
+    each chunk's probabilities (before dropout) when ``keep_probs``, and its packed dropout mask."""
+    BH, T, D = q.shape
+    chunk = _chunk_size(BH, T)
     out = torch.empty_like(q)
-    positions = torch.arange(T, device=q.device)
-    kept = []
+    kept, bits = [], []
+    store = None
     for c, start in enumerate(range(0, T, chunk)):
         end = min(T, start + chunk)
-        buckets = relative_buckets(positions[start:end], T, max_relative_position)  # (C, T)
-        probs = _probs(q[:, :, start:end] * scale, k, table, mask, buckets)
+        reg = _regions(start, end - start, T, K, q.dtype, q.device)
+        rows = table.index_select(0, reg.rows)  # (width [+ 2], D)
+        if store is None or keep_probs:  # one buffer for every chunk unless the chunks are kept
+            store = _buffer(BH, min(chunk, T), T, K, q)
+        probs = _probs(store, q[:, start:end] * (1.0 / math.sqrt(D)), k, rows, mask, reg, K)
         if keep_probs:
-            kept.append(probs)
+            kept.append(probs.clone() if dropout_p > 0 else probs)
         if dropout_p > 0:
-            probs = probs * _dropout_keep(probs.shape, dropout_p, seed + c, q.device) / (1.0 - dropout_p)
-        probs = probs.to(q.dtype)
-        out[:, :, start:end] = torch.matmul(probs, v) + torch.matmul(_bucket_mass(probs, buckets, P), table)
-    return out, chunk, kept
+            keep = _dropout_keep(probs.shape, dropout_p, None if seed is None else seed + c, q.device)
+            bits.append(_pack_bits(keep))
+            probs.mul_(keep).mul_(1.0 / (1.0 - dropout_p))
+        out[:, start:end] = torch.bmm(probs, v) + torch.matmul(_relative_mass(store, probs, reg), rows)
+    return out, kept, bits
 
 
 def _whole_sequence(q, k, v, table, mask, max_relative_position):
-    """All queries in one block, no in-place writes: the form graph exporters (ONNX, torch.export) can trace
-    with symbolic sequence lengths. Memory is ``B * H * T * T`` scores, still never a ``(T, T, D)`` tensor."""
+    """All queries in one block, no in-place writes or strided views: the form graph exporters (ONNX,
+    torch.export) can trace with symbolic sequence lengths. Memory is ``B * H * T * T`` scores, still never a
+    ``(T, T, D)`` tensor."""
     T, D = q.shape[-2], q.shape[-1]
     table = table.to(q.dtype)
     buckets = relative_buckets(torch.arange(T, device=q.device), T, max_relative_position)  # (T, T)
-    probs = _probs(q * (1.0 / math.sqrt(D)), k, table, mask, buckets).to(q.dtype)  # (B, H, T, T)
-    return torch.matmul(probs, v) + torch.matmul(_bucket_mass(probs, buckets, table.shape[0]), table)
+    qs = q * (1.0 / math.sqrt(D))
+    scores = torch.gather(torch.matmul(qs, table.t()), -1, buckets.expand(*q.shape[:-2], T, T))  # (B, H, T, T)
+    scores = scores + torch.matmul(qs, k.transpose(-1, -2))
+    if mask is not None:
+        scores = scores + mask
+    probs = torch.softmax(scores, dim=-1)
+    mass = probs.new_zeros(*probs.shape[:-1], table.shape[0]).scatter_add(-1, buckets.expand(probs.shape), probs)
+    return torch.matmul(probs, v) + torch.matmul(mass, table)
 
 
 class _RelativeAttention(torch.autograd.Function):
-    """Chunked relative attention with recomputation in backward; see the module docstring."""
+    """Chunked relative attention with recomputation in backward; see the module docstring.
+
+    Inputs are ``(B, H, T, D)``; ``seed`` None draws dropout from the global generator, an int reproducibly.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, table, mask, dropout_p, seed, max_relative_position):
-        keep = q.shape[-2] <= KEEP_PROBS_MAX_LENGTH
-        out, chunk, kept = _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position, keep)
-        ctx.save_for_backward(q, k, v, table.to(q.dtype), mask, out)
-        ctx.params = (dropout_p, seed, max_relative_position, chunk)
-        ctx.kept = kept  # internal buffers, never modified in place by anyone else
-        return out
+        B, H, T, D = q.shape
+        q3, k3, v3 = (x.reshape(B * H, T, D) for x in (q, k, v))
+        keep = T <= KEEP_PROBS_MAX_LENGTH
+        out, kept, bits = _forward_chunks(q3, k3, v3, table, mask, dropout_p, seed, max_relative_position, keep)
+        ctx.save_for_backward(q3, k3, v3, table, mask, out, *kept, *bits)
+        ctx.params = (dropout_p, max_relative_position, len(kept))
+        return out.view(B, H, T, D)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, table, mask, out = ctx.saved_tensors
-        dropout_p, seed, max_relative_position, chunk = ctx.params
-        B, H, T, D = q.shape
+        q, k, v, table, mask, out, *saved = ctx.saved_tensors
+        dropout_p, K, n_kept = ctx.params
+        kept, bits = saved[:n_kept], saved[n_kept:]
+        BH, T, D = q.shape
         scale = 1.0 / math.sqrt(D)
-        P = table.shape[0]
-        grad_out = grad_out.to(q.dtype)
+        g_all = grad_out.reshape(BH, T, D)
         dq = torch.empty_like(q)
-        acc = _acc_dtype(q.dtype)
-        dk = torch.zeros_like(q, dtype=acc)
-        dv = torch.zeros_like(q, dtype=acc)
-        positions = torch.arange(T, device=q.device)
+        dk = torch.zeros_like(k)
+        dv = torch.zeros_like(v)
         # D_i = sum_j dA_ij a_ij = dout_i . out_i (both value and relative terms included), as in flash attention.
-        delta = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)  # (B, H, T, 1)
+        delta = (g_all * out).sum(-1, keepdim=True)  # (BH, T, 1)
+        chunk = _chunk_size(BH, T)
+        rows_max = min(chunk, T)
+        grad_store = _buffer(BH, rows_max, T, K, q)
+        prob_store = None if kept else _buffer(BH, rows_max, T, K, q)
         for c, start in enumerate(range(0, T, chunk)):
             end = min(T, start + chunk)
-            buckets = relative_buckets(positions[start:end], T, max_relative_position)
-            qs = q[:, :, start:end] * scale
+            reg = _regions(start, end - start, T, K, q.dtype, q.device)
+            rows = table.index_select(0, reg.rows)
+            qs = q[:, start:end] * scale
             # recomputed (identical to the forward's) unless kept for short sequences
-            probs = ctx.kept[c] if ctx.kept else _probs(qs, k, table, mask, buckets)
-            g = grad_out[:, :, start:end]  # (B, H, C, D)
-            dprobs = torch.gather(torch.matmul(g, table.t()), -1, buckets.expand(probs.shape))  # (B, H, C, T)
-            dprobs += torch.matmul(g, v.transpose(-1, -2))
-            dprobs = dprobs.to(acc)
+            probs = kept[c] if kept else _probs(prob_store, qs, k, rows, mask, reg, K)
+            g = g_all[:, start:end]  # (BH, C, D)
+            dprobs = _block(grad_store, BH, end - start, T, K)
+            torch.bmm(g, v.transpose(1, 2), out=dprobs)  # (BH, C, T)
+            _add_relative(grad_store, dprobs, torch.matmul(g, rows.t()), reg)
             if dropout_p > 0:
-                keep = _dropout_keep(probs.shape, dropout_p, seed + c, q.device) / (1.0 - dropout_p)
-                dv += torch.matmul((probs * keep).to(q.dtype).transpose(-1, -2), g).to(acc)
-                dprobs *= keep
+                keep = _unpack_bits(bits[c], T).to(q.dtype).mul_(1.0 / (1.0 - dropout_p))
+                dv.baddbmm_((probs * keep).transpose(1, 2), g)
+                dprobs.mul_(keep)
             else:
-                dv += torch.matmul(probs.to(q.dtype).transpose(-1, -2), g).to(acc)
-            dscores = dprobs.sub_(delta[:, :, start:end]).mul_(probs).to(q.dtype)  # (B, H, C, T)
-            dqs = torch.matmul(dscores, k) + torch.matmul(_bucket_mass(dscores, buckets, P), table)
-            dq[:, :, start:end] = dqs * scale
-            dk += torch.matmul(dscores.transpose(-1, -2), qs).to(acc)
-        ctx.kept = None
-        return dq, dk.to(q.dtype), dv.to(q.dtype), None, None, None, None, None
+                dv.baddbmm_(probs.transpose(1, 2), g)
+            dscores = dprobs.sub_(delta[:, start:end]).mul_(probs)  # (BH, C, T)
+            dqs = torch.bmm(dscores, k) + torch.matmul(_relative_mass(grad_store, dscores, reg), rows)
+            dq[:, start:end] = dqs * scale
+            dk.baddbmm_(dscores.transpose(1, 2), qs)
+        shape = grad_out.shape
+        return dq.view(shape), dk.view(shape), dv.view(shape), None, None, None, None, None
 
 
 def relative_attention(
@@ -185,15 +293,22 @@ def relative_attention(
     Returns:
         ``(B, H, T, D)`` context vectors.
     """
-    seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
+    # Half types run in fp32 here: the band/region arithmetic works in one dtype, and CPU half matmuls are slow.
+    dtype = q.dtype
+    work = _compute_dtype(dtype)
     # Head-split projections arrive as strided views; batched matmuls over contiguous heads are markedly faster.
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    q, k, v = (x.to(work).contiguous() for x in (q, k, v))
+    table = table.to(work)
     if mask is not None:
-        mask = mask.to(_acc_dtype(q.dtype))
+        mask = mask.to(work)
     with torch.autocast(device_type=q.device.type, enabled=False):
         if torch.compiler.is_exporting():
-            return _whole_sequence(q, k, v, table, mask, max_relative_position)
+            return _whole_sequence(q, k, v, table, mask, max_relative_position).to(dtype)
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-            return _RelativeAttention.apply(q, k, v, table, mask, dropout_p, seed, max_relative_position)
+            out = _RelativeAttention.apply(q, k, v, table, mask, dropout_p, None, max_relative_position)
+            return out.to(dtype)
         # Inference (and ONNX tracing): the same computation without the autograd wrapper.
-        return _forward_chunks(q, k, v, table, mask, dropout_p, seed, max_relative_position)[0]
+        B, H, T, D = q.shape
+        q3, k3, v3 = (x.view(B * H, T, D) for x in (q, k, v))
+        out = _forward_chunks(q3, k3, v3, table, mask, dropout_p, None, max_relative_position)[0]
+        return out.view(B, H, T, D).to(dtype)

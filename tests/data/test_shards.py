@@ -69,3 +69,16 @@ def test_out_of_range_index(tmp_path):
 def test_index_records_the_largest_token_id(tmp_path):
     _write(tmp_path, _instances())
     assert shards.PretrainingShards(tmp_path).max_token_id == 102  # [SEP]; targets 9, 8, 11 are smaller
+
+
+def test_folders_made_with_different_vocabs_are_not_mixed(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, sha in ((a, "1" * 64), (b, "2" * 64)):
+        folder.mkdir()
+        entry = shards.write_shard(folder, "shard-00000", shards.instances_to_arrays(_instances(), 8, 3))
+        shards.write_index(folder, [entry], max_seq_length=8, max_predictions_per_seq=3, vocab_size=200,
+                           metadata={"vocab_sha256": sha, "args": {"vocab_file": f"{folder.name}/vocab.txt"}})
+    data = shards.PretrainingShards(a)
+    assert data.vocab_sha256 == "1" * 64 and data.vocab_source == "a/vocab.txt"
+    with pytest.raises(ValueError, match=r"b: made with another vocab.txt"):
+        shards.PretrainingShards([a, b])

@@ -14,6 +14,7 @@ from nezha.data.tfrecord import (
     TFRecordInstances,
     TFRecordWriter,
     decode_example,
+    decode_pretraining_batch,
     encode_example,
     frame_record,
     pretraining_examples,
@@ -114,3 +115,60 @@ def test_corrupt_and_truncated_files_are_named(tmp_path):
     txt.write_text("this is not a tfrecord file at all\n")
     with pytest.raises(ValueError, match="bad length checksum"):
         TFRecordInstances(txt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The vectorised decoder of the pretraining layout
+
+
+def _generic(records):
+    rows = [{name: values for name, _, values in decode_example(r)} for r in records]
+    return {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+
+
+def _random_arrays(n: int, seq: int = 16, max_pred: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, seq + 1, n)
+    ids = rng.integers(0, 21128, (n, seq))  # 1-, 2- and 3-byte varints
+    ids[np.arange(seq)[None, :] >= lengths[:, None]] = 0
+    return {"input_ids": ids.astype(np.int32), "segment_ids": rng.integers(0, 2, (n, seq)).astype(np.int8),
+            "lengths": lengths.astype(np.int32), "masked_lm_positions": rng.integers(0, seq, (n, max_pred)),
+            "masked_lm_ids": rng.integers(0, 2**20, (n, max_pred)), "num_masked": rng.integers(0, max_pred + 1, n),
+            "next_sentence_labels": rng.integers(0, 2, n).astype(np.int8)}
+
+
+@pytest.mark.parametrize("source", ["tensorflow", "random"])
+def test_vectorised_decode_equals_the_generic_decoder(source):
+    if source == "tensorflow":
+        records = list(TFRecordFile(FIXTURES / "pretraining.tfrecord"))
+    else:
+        records = pretraining_examples(_random_arrays(50))
+    fast = decode_pretraining_batch(records)
+    slow = _generic(records)
+    assert fast is not None and fast.keys() == slow.keys()
+    for name in slow:
+        np.testing.assert_array_equal(fast[name], slow[name], err_msg=name)
+        assert fast[name].dtype == slow[name].dtype, name
+
+
+def test_vectorised_decode_declines_other_layouts_and_the_reader_falls_back(tmp_path):
+    records = list(TFRecordFile(FIXTURES / "pretraining.tfrecord"))
+    extra = [encode_example([*decode_example(r), ("extra", "int64", [7])]) for r in records]
+    assert decode_pretraining_batch(extra) is None
+    path = tmp_path / "extra.tfrecord"
+    with TFRecordWriter(path) as w:
+        for r in extra:
+            w.write(r)
+    got = TFRecordInstances(path).get_batch(np.arange(12))
+    np.testing.assert_array_equal(got["input_ids"], _fixture_arrays()["input_ids"])
+    # one record with a shorter input_ids: neither decoder stacks it silently
+    short = decode_example(records[1])
+    short = [(n, k, v[:-1] if n == "input_ids" else v) for n, k, v in short]
+    mixed = [records[0], encode_example(short)]
+    assert decode_pretraining_batch(mixed) is None
+    path = tmp_path / "mixed.tfrecord"
+    with TFRecordWriter(path) as w:
+        for r in mixed:
+            w.write(r)
+    with pytest.raises(ValueError, match="input_ids has rows of different lengths"):
+        TFRecordInstances(path).get_batch([0, 1])

@@ -159,3 +159,82 @@ def test_pretrain_on_tfrecords_equals_pretrain_on_shards(pd_shards, tiny_config_
     pretrain(_args(pd_shards, tiny_config_file, tmp_path / "shards", **kw))
     pretrain(_args(path, tiny_config_file, tmp_path / "tf", **kw))
     assert _train_losses(tmp_path / "tf") == pytest.approx(_train_losses(tmp_path / "shards"), rel=1e-6)
+
+
+def _tfrecord_copy(pd_shards, path):
+    from nezha.data import tfrecord
+
+    shards = open_pretraining_data([str(pd_shards)])
+    tfrecord.write_instances_tfrecord(shards.get_batch(np.arange(len(shards))), [path])
+    return path
+
+
+def test_pretrain_tfrecord_ids_beyond_vocab_size_refused_at_the_first_batch(pd_shards, tmp_path, capsys):
+    # TFRecords do not record their largest id: nothing scans them up front, the first batch is checked instead.
+    small = tmp_path / "small_config.json"
+    small.write_text(json.dumps({"vocab_size": 1000, "hidden_size": 32, "num_hidden_layers": 1,
+                                 "num_attention_heads": 2, "intermediate_size": 64}))
+    data = _tfrecord_copy(pd_shards, tmp_path / "data.tfrecord")
+    assert _run_cli(pd_shards, small, tmp_path / "o", data=data) == 2
+    err = capsys.readouterr().err
+    assert "data.tfrecord: token id" in err and "batch of step 1" in err and "vocab_size 1000" in err
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_unigram_baseline_reads_a_bounded_sample(pd_shards):
+    from nezha.train.pretrain import unigram_baseline
+
+    data = open_pretraining_data([str(pd_shards)])
+    read = []
+
+    class Counting:
+        def __len__(self):
+            return 10**7  # as if huge: only the sample may be read
+
+        def get_batch(self, idx):
+            read.append(len(idx))
+            return data.get_batch(np.asarray(idx) % len(data))
+
+    base = unigram_baseline(Counting(), sample=500)
+    assert sum(read) == 500 and 0 < base["unigram_mlm_acc"] < 1
+
+
+def _with_vocab_fingerprint(pd_shards, tmp_path, vocab_file):
+    from nezha.data.pretraining import vocab_fingerprint
+    from nezha.data.tokenization import load_vocab
+
+    folder = tmp_path / "shards"
+    shutil.copytree(pd_shards, folder)
+    index = json.loads((folder / "index.json").read_text())
+    index.update(vocab_sha256=vocab_fingerprint(load_vocab(vocab_file)), args={"vocab_file": str(vocab_file)})
+    (folder / "index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_pretrain_data_made_with_another_vocab_refused_before_step_one(pd_shards, tiny_config_file, chinese_vocab,
+                                                                       tmp_path, capsys):
+    other = tmp_path / "other_vocab.txt"
+    other.write_text("".join(t + "\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "的", "一"]))
+    data = _with_vocab_fingerprint(pd_shards, tmp_path, chinese_vocab)
+    assert _run_cli(pd_shards, tiny_config_file, tmp_path / "o", "--vocab_file", str(other), data=data) == 2
+    err = capsys.readouterr().err
+    assert str(chinese_vocab) in err and str(other) in err and "--allow_vocab_mismatch" in err
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
+    assert _run_cli(pd_shards, tiny_config_file, tmp_path / "same", "--vocab_file", str(chinese_vocab),
+                    data=data) == 0
+    assert _run_cli(pd_shards, tiny_config_file, tmp_path / "forced", "--vocab_file", str(other),
+                    "--allow_vocab_mismatch", data=data) == 0
+
+
+def test_check_vocab_uses_the_init_checkpoint_folders_vocab(pd_shards, chinese_vocab, tmp_path):
+    from nezha.train.pretrain import check_vocab
+
+    data = open_pretraining_data([str(_with_vocab_fingerprint(pd_shards, tmp_path, chinese_vocab))])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    args = PretrainArgs(input_dir=["x"], output_dir="o", init_checkpoint=str(folder))
+    with pytest.raises(ValueError, match=r"differs from the model's .*model/vocab\.txt"):
+        check_vocab(args, data, "shards")
+    shutil.copy(chinese_vocab, folder / "vocab.txt")
+    check_vocab(args, data, "shards")

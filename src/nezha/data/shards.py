@@ -159,6 +159,9 @@ class PretrainingShards:
             for key in ("max_seq_length", "max_predictions_per_seq", "vocab_size"):
                 if index[key] != self.index[key]:
                     raise ValueError(f"{directory}: {key}={index[key]} differs from {self.index[key]} in other folders")
+            theirs, ours = index.get("vocab_sha256"), self.index.get("vocab_sha256")
+            if theirs and ours and theirs != ours:
+                raise ValueError(f"{directory}: made with another vocab.txt than the other folders (vocab_sha256)")
         else:
             self.index = index
         self._shard_entries.extend(index["shards"])
@@ -186,6 +189,16 @@ class PretrainingShards:
     @property
     def vocab_size(self) -> int:
         return int(self.index["vocab_size"])
+
+    @property
+    def vocab_sha256(self) -> str | None:
+        """Fingerprint of the vocab.txt the data was tokenized with (``nezha prepare`` records it)."""
+        return self.index.get("vocab_sha256")
+
+    @property
+    def vocab_source(self) -> str | None:
+        """The --vocab_file that ``nezha prepare`` was given, for messages."""
+        return (self.index.get("args") or {}).get("vocab_file")
 
     @property
     def max_token_id(self) -> int | None:

@@ -82,6 +82,9 @@ class PretrainArgs:
     bert_config_file: str | None = arg(None, "bert_config.json / config.json of the model to train from scratch")
     init_checkpoint: str | None = arg(None, "from_pretrained folder to continue pretraining from")
     vocab_file: str | None = arg(None, "vocab.txt (sets vocab_size from scratch; copied into the final model)")
+    allow_vocab_mismatch: bool = arg(
+        False, "train even when the shards were made with another vocab.txt than --vocab_file / the checkpoint's"
+    )
     dropout: float | None = arg(None, "override hidden and attention dropout")
     # optimization
     train_batch_size: int = arg(32, "sequences per process per optimizer step (global batch = this × processes)")
@@ -188,28 +191,12 @@ def open_pretraining_data(paths: list[str] | str):
     return PretrainingShards(paths)
 
 
-def _iter_arrays(data, field: str, chunk: int = 16384):
-    """Yield ``field`` of every instance in chunks (memory-mapped arrays directly when the reader has them)."""
-    arrays = getattr(data, "arrays", None)
-    if arrays and isinstance(arrays, list) and field in arrays[0]:
-        for a in arrays:
-            for i in range(0, len(a[field]), chunk):
-                yield np.asarray(a[field][i:i + chunk])
-        return
-    for i in range(0, len(data), chunk):
-        yield data.get_batch(np.arange(i, min(i + chunk, len(data))))[field]
-
-
-def data_max_token_id(data) -> int:
-    """Largest token id in inputs and MLM targets (one pass over the data)."""
-    return max(int(a.max(initial=0)) for f in ("input_ids", "masked_lm_ids") for a in _iter_arrays(data, f))
-
-
-def unigram_baseline(data, sample: int = 200_000, seed: int = 0) -> dict[str, float]:
+def unigram_baseline(data, sample: int = 10_000, seed: int = 0) -> dict[str, float]:
     """MLM accuracy and loss of always predicting the data's masked-token frequencies (no context).
 
     Accuracy: the most frequent target's share. Loss: the entropy of the target distribution (nats), the best
-    cross-entropy a context-free predictor can reach.
+    cross-entropy a context-free predictor can reach. Estimated on at most ``sample`` random instances (~150k
+    masked tokens), so start-up does not grow with the data.
     """
     n = len(data)
     idx = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
@@ -225,6 +212,16 @@ def unigram_baseline(data, sample: int = 200_000, seed: int = 0) -> dict[str, fl
         return {"unigram_mlm_acc": 0.0, "unigram_mlm_loss": 0.0}
     p = np.array(list(counts.values()), dtype=np.float64) / total
     return {"unigram_mlm_acc": float(p.max()), "unigram_mlm_loss": float(-(p * np.log(p)).sum())}
+
+
+def check_batch_ids(batch: dict[str, np.ndarray], vocab_size: int, source: str, where: str) -> None:
+    """Refuse a batch with token ids the model has no embedding for (data that does not record its largest id)."""
+    top = max(int(batch["input_ids"].max(initial=0)), int(batch["masked_lm_ids"].max(initial=0)))
+    if top >= vocab_size:
+        raise ValueError(
+            f"{source}: token id {top} in {where} >= the model's vocab_size {vocab_size}: the data was made with a "
+            "larger vocab.txt than this model's (check --vocab_file / --bert_config_file / --init_checkpoint)"
+        )
 
 
 def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device, real: bool = True) -> dict[str, torch.Tensor]:
@@ -307,7 +304,10 @@ def evaluate(model: WrappedModel, data, indices: np.ndarray, info: DistInfo, pre
     for b in range(n_batches):
         idx = mine[b * batch_size:(b + 1) * batch_size]
         real = len(idx) > 0
-        batch = batch_to_tensors(data.get_batch(idx if real else indices[:1]), info.device, real)
+        raw = data.get_batch(idx if real else indices[:1])
+        if getattr(data, "max_token_id", None) is None:
+            check_batch_ids(raw, model.module.config.vocab_size, "evaluation data", f"evaluation batch {b + 1}")
+        batch = batch_to_tensors(raw, info.device, real)
         with precision.autocast():
             _, _, stats = pretraining_sums(model.engine, batch)
         for k, v in stats.items():
@@ -349,13 +349,36 @@ def check_data(args: PretrainArgs, data, config: NezhaConfig, source: str) -> No
     M = int(data.get_batch([0])["masked_lm_positions"].shape[1])
     if args.max_predictions_per_seq is not None and args.max_predictions_per_seq != M:
         raise ValueError(f"--max_predictions_per_seq {args.max_predictions_per_seq} differs from the data's {M}")
-    max_id = getattr(data, "max_token_id", None)  # recorded by `nezha prepare`; scanned for other data
-    if max_id is None:
-        max_id = data_max_token_id(data)
-    if max_id >= config.vocab_size:
+    max_id = getattr(data, "max_token_id", None)  # recorded by `nezha prepare`; other data is checked per batch
+    if max_id is not None and max_id >= config.vocab_size:
         raise ValueError(
             f"{source}: token id {max_id} >= the model's vocab_size {config.vocab_size}: the data was made with a "
             "larger vocab.txt than this model's (check --vocab_file / --bert_config_file / --init_checkpoint)"
+        )
+    check_vocab(args, data, source)
+
+
+def check_vocab(args: PretrainArgs, data, source: str) -> None:
+    """Refuse shards tokenized with another vocab.txt than the model's (--vocab_file, else --init_checkpoint's).
+
+    ``nezha prepare`` records the vocab's sha256 in index.json; same-size vocabularies with other tokens would train
+    without any error but learn garbage. ``--allow_vocab_mismatch`` skips the check.
+    """
+    recorded = getattr(data, "vocab_sha256", None)
+    vocab_file = Path(args.vocab_file) if args.vocab_file else None
+    if vocab_file is None and args.init_checkpoint and (Path(args.init_checkpoint) / "vocab.txt").is_file():
+        vocab_file = Path(args.init_checkpoint) / "vocab.txt"
+    if recorded is None or vocab_file is None or args.allow_vocab_mismatch:
+        return
+    from nezha.data.pretraining import vocab_fingerprint
+    from nezha.data.tokenization import load_vocab
+
+    if vocab_fingerprint(load_vocab(vocab_file)) != recorded:
+        made_with = data.vocab_source or "a vocab.txt"
+        raise ValueError(
+            f"{source}: the data was made with {made_with} (sha256 {recorded[:12]}...), which differs from the "
+            f"model's {vocab_file}: the token ids would mean other tokens. Use the same vocab.txt, or pass "
+            "--allow_vocab_mismatch to train anyway"
         )
 
 
@@ -402,8 +425,16 @@ class _Run:
         return min(self.args.num_train_steps, self.args.stop_at_step or self.args.num_train_steps)
 
     def load_step(self, drawn: int) -> list[tuple[dict[str, np.ndarray], bool]]:
-        """This rank's micro-batches of the ``drawn``-th step's worth of data, as numpy arrays (prefetch thread)."""
-        return [(self.data.get_batch(idx), real) for idx, real in self.sampler.micro_batches(drawn)]
+        """This rank's micro-batches of the ``drawn``-th step's worth of data, as numpy arrays (prefetch thread).
+
+        Data that does not record its largest token id (TFRecords) is checked here, batch by batch.
+        """
+        out = [(self.data.get_batch(idx), real) for idx, real in self.sampler.micro_batches(drawn)]
+        if getattr(self.data, "max_token_id", None) is None:
+            for batch, _ in out:
+                check_batch_ids(batch, self.model.module.config.vocab_size, ", ".join(map(str, self.args.input_dir)),
+                                f"the batch of step {drawn + 1}")
+        return out
 
     def save(self, step: int, drawn: int) -> None:
         # Never write a checkpoint that would resume into garbage (e.g. an update that overflowed the weights).

@@ -32,7 +32,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -66,7 +66,9 @@ class FinetuneArgs(TaskSettings):
     learning_rate: float = arg(3e-5, "peak learning rate")
     warmup_proportion: float = arg(0.1, "share of the steps with linear warm-up")
     weight_decay: float = arg(0.01, "decoupled weight decay (not on LayerNorm/bias)")
-    optimizer: str = arg("adamw", "adamw or lamb")
+    optimizer: Literal["adamw", "adam", "lamb", "lamb_textbook"] = arg(
+        "adamw", "adamw (torch), adam (the original scripts' AdamWeightDecay: no bias correction), lamb (NEZHA's), "
+                 "lamb_textbook")
     max_grad_norm: float = arg(1.0, "global-norm gradient clipping (0: off)")
     precision: str = arg("auto", "auto|fp32|bf16|fp16")
     device: str = arg("auto", "auto|cpu|cuda")

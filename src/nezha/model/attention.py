@@ -129,7 +129,7 @@ def _band(store: torch.Tensor, block: torch.Tensor, reg: _Regions) -> torch.Tens
     """``(BH, C, width)`` view of ``block`` whose entry ``[b, r, p - p_lo]`` is ``block[b, r, j]`` with
     ``j = i + p - K``: the band's diagonals, as columns. Out-of-range keys alias neighbouring rows or the slack."""
     BH, C, T = block.shape
-    return store.as_strided((BH, C, reg.width), (C * T, T + 1, 1), store.storage_offset() + reg.start + reg.p_lo)
+    return torch.as_strided(store, (BH, C, reg.width), (C * T, T + 1, 1), reg.start + reg.p_lo)  # store: offset 0
 
 
 def _add_relative(store: torch.Tensor, block: torch.Tensor, rel: torch.Tensor, reg: _Regions) -> None:
@@ -144,7 +144,11 @@ def _add_relative(store: torch.Tensor, block: torch.Tensor, rel: torch.Tensor, r
             band[:, g::reg.groups].add_(values[:, g::reg.groups])
     if reg.sides is not None:
         ends = rel[..., reg.width:].transpose(0, 1)  # (C, BH, 2)
-        block.transpose(0, 1).baddbmm_(ends, reg.sides.transpose(1, 2))  # (C, BH, T) += (C, BH, 2) @ (C, 2, T)
+        update = (ends, reg.sides.transpose(1, 2))  # (C, BH, T) += (C, BH, 2) @ (C, 2, T)
+        if torch.compiler.is_compiling():  # functionalization cannot write back through the transposed view
+            block.add_(torch.bmm(*update).transpose(0, 1))
+        else:
+            block.transpose(0, 1).baddbmm_(*update)
 
 
 def _relative_mass(store: torch.Tensor, block: torch.Tensor, reg: _Regions) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Dynamic batching: requests that arrive together run as one forward pass.
 
-One worker thread owns the model. It takes the oldest waiting request, then keeps adding requests until the batch
-holds ``max_batch`` inputs or ``max_wait_s`` has passed since it took the first, and answers them all with one
-pipeline call. With ``max_batch=1`` (or ``max_wait_s=0`` under light load) it serves one request at a time.
+One worker thread owns the model. It takes the oldest waiting request, then every request already queued, and, when
+others were queued (the server is busy), keeps adding arrivals until the batch holds ``max_batch`` inputs or
+``max_wait_s`` has passed since it took the first; then it answers them all with one pipeline call. A lone request
+never waits (no added latency at low load); under load, requests that arrive during a forward pass form the next
+batch. With ``max_batch=1`` it serves one request at a time.
 A batch that fails is retried request by request, so one bad request never fails its neighbours.
 """
 
@@ -51,7 +53,8 @@ class DynamicBatcher:
 
     def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
         jobs, size = [first], len(first.items)
-        deadline = time.monotonic() + self.max_wait_s
+        busy = not self._queue.empty()
+        deadline = time.monotonic() + (self.max_wait_s if busy else 0.0)
         while size < self.max_batch:
             left = deadline - time.monotonic()
             try:

@@ -52,7 +52,7 @@ class ServeArgs:
 
 
 def build(args: ServeArgs):
-    """(app, batcher) for the settings: loads the model once."""
+    """(ASGI app, batcher, task) for the settings: loads the model once."""
     from nezha.inference import pipeline
     from nezha.serve.app import Limits, ServerState, create_app
     from nezha.serve.batching import DynamicBatcher
@@ -62,15 +62,15 @@ def build(args: ServeArgs):
     batcher = DynamicBatcher(pipe.predict, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000)
     limits = Limits(max_body_bytes=args.max_body_kb * 1024, max_inputs=args.max_inputs, max_chars=args.max_chars)
     shown = {k: v for k, v in asdict(args).items() if k in ("backend", "int8", "model_dir")}
-    return create_app(pipe, batcher, limits, ServerState(), shown), batcher
+    return create_app(pipe, batcher, limits, ServerState(), shown), batcher, pipe.task
 
 
 def serve(args: ServeArgs) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
     import uvicorn
 
-    app, batcher = build(args)
-    state = app.state.server
+    app, batcher, task = build(args)
+    state = app.state
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=max(1, int(args.drain_timeout_s)))
 
@@ -99,7 +99,7 @@ def serve(args: ServeArgs) -> int:
             for s in self.servers:
                 for sock in s.sockets:
                     host, port = sock.getsockname()[:2]
-                    print(f"nezha serve: {app.state.task} model at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+                    print(f"nezha serve: {task} model at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
 
     server = DrainingServer(config)
     try:

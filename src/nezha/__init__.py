@@ -19,6 +19,7 @@ _LAZY = {
     "NezhaForTokenClassification": "nezha.model.modeling",
     "NezhaForQuestionAnswering": "nezha.model.modeling",
     "NezhaTokenizer": "nezha.data.tokenization",
+    "pipeline": "nezha.inference",
 }
 
 __all__ = [
@@ -33,10 +34,12 @@ __all__ = [
     "NezhaPreTrainedModel",
     "NezhaTokenizer",
     "__version__",
+    "pipeline",
 ]
 
 if TYPE_CHECKING:
     from nezha.data.tokenization import NezhaTokenizer
+    from nezha.inference import pipeline
     from nezha.model.config import PRESETS, NezhaConfig
     from nezha.model.modeling import (
         NezhaForMaskedLM,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import threading
 import time
@@ -62,6 +63,18 @@ def test_health_ready_docs(servers):
     assert status == 200 and {"/predict", "/info", "/health", "/ready"} <= set(spec["paths"])
     status, page = server.request("GET", "/")
     assert status == 200 and "<title>NEZHA</title>" in page["raw"] and "http" not in page["raw"].split("<script>")[0]
+
+
+def test_openapi_docs_page_needs_no_cdn(servers):
+    """/docs works offline: Swagger UI's script and style come from this server, not a CDN."""
+    server = servers["classification"]
+    status, page = server.request("GET", "/docs")
+    assert status == 200
+    html = page["raw"]
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)""", html) + re.findall(r"""(?:url|Url): *["']([^"']+)""", html)
+    assert urls and not [u for u in urls if u.startswith(("http:", "https:", "//"))], urls
+    for url in (u for u in urls if u.endswith((".js", ".css"))):
+        assert server.request("GET", url)[0] == 200, url
 
 
 def test_long_text_is_windowed_when_unlimited(servers, models):

@@ -14,8 +14,9 @@ import logging
 from dataclasses import asdict, dataclass
 from importlib import resources
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline  # /docs with Swagger UI files from the package, no CDN
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nezha.inference import InputError, Pipeline
@@ -142,7 +143,7 @@ def create_app(pipe: Pipeline, batcher: DynamicBatcher, limits: Limits, state: S
     import nezha
 
     state = state or ServerState()
-    app = FastAPI(title="nezha serve", version=nezha.__version__,
+    app = FastAPIOffline(title="nezha serve", version=nezha.__version__,
                   description=f"NEZHA {pipe.task} model. POST /predict; the page at / tries it in a browser.")
     page = resources.files("nezha.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
@@ -199,7 +200,7 @@ class DrainGate:
     event-loop time per request (a quarter of a small model's whole request at high concurrency).
     """
 
-    def __init__(self, app: FastAPI, state: ServerState):
+    def __init__(self, app: FastAPIOffline, state: ServerState):
         self.app, self.state = app, state
 
     async def __call__(self, scope, receive, send) -> None:

@@ -12,9 +12,12 @@ One node with 8 GPUs (global batch = 8 × train_batch_size)::
 Several nodes: ``torchrun --nnodes=2 --node_rank=R --nproc_per_node=8 --rdzv_backend=c10d
 --rdzv_endpoint=HOST:29500 -m nezha.cli pretrain ...`` with ``--output_dir`` on a shared file system.
 
-The data is read from ``nezha prepare`` shard folders or original-format TFRecord files. Losses are normalised by
-the global number of masked tokens (and sequences) of each optimizer step, so results do not depend on how a
-global batch is split over ranks and micro-batches: 2 ranks × batch b train exactly like 1 rank × batch 2b.
+The data is read from ``nezha prepare`` shard folders, original-format TFRecord files, or text (.txt, or the text
+column of .tsv/.jsonl files), which is tokenised once into a cache and masked anew every epoch
+(:mod:`nezha.data.dynamic`; continued pretraining: ``--input_dir corpus.txt --init_checkpoint nezha-base/``).
+Losses are normalised by the global number of masked tokens (and sequences) of each optimizer step, so results do
+not depend on how a global batch is split over ranks and micro-batches: 2 ranks × batch b train exactly like 1 rank
+× batch 2b (text data: with other masks, which are drawn per micro-batch).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from nezha.data.corpus import expand_input_files
+from nezha.data.dynamic import TextDataSettings, is_text_input, open_text_data
 from nezha.io.atomic import atomic_write_text
 from nezha.model.config import PRESETS, NezhaConfig
 from nezha.settings import arg, save_settings
@@ -71,12 +75,30 @@ class PretrainArgs:
     """Settings of one pretraining run; each field is a ``nezha pretrain`` flag (original names where one existed)."""
 
     # data
-    input_dir: list[str] = arg([], "shard folders from `nezha prepare`, or .tfrecord files (globs and commas ok)")
+    input_dir: list[str] = arg([], "shard folders from `nezha prepare`, .tfrecord files, or text files (.txt, "
+                                   ".tsv, .jsonl: masked anew every epoch); globs and commas ok")
     output_dir: str = arg("", "run folder: args.json, checkpoints/, metrics, final model (config.json, ...)")
     eval_dir: list[str] = arg([], "held-out shard folders / TFRecords for periodic evaluation")
     eval_fraction: float = arg(0.0, "hold out this fraction of --input_dir for evaluation (when no --eval_dir)")
-    max_seq_length: int | None = arg(None, "if given, must equal the data's sequence length")
-    max_predictions_per_seq: int | None = arg(None, "if given, must equal the data's max predictions")
+    max_seq_length: int | None = arg(None, "text: instance length (default 128); shards: if given, must equal theirs")
+    max_predictions_per_seq: int | None = arg(None, "text: masked positions per instance at most (default 20); "
+                                              "shards: if given, must equal theirs")
+    # text input (masks drawn per epoch; shards and TFRecords carry their own)
+    nsp: bool = arg(True, "next sentence prediction: [CLS] A [SEP] B [SEP] pairs, half with a random B; False: "
+                    "MLM only, sentences packed into [CLS] ... [SEP] (for shards: the NSP loss is left out)")
+    text_column: str = arg("", "TSV/JSONL column(s) holding the text, comma-separated (default: text_a,text_b / "
+                           "text); one row is one document")
+    do_lower_case: bool = arg(True, "text: lower-case and strip accents (True for the Chinese vocab)")
+    do_whole_word_mask: bool = arg(True, "text: mask all pieces of a word together (words from --segmenter, or "
+                                   "spaces with --pre_segmented)")
+    segmenter: Literal["auto", "rjieba", "jieba"] = arg("auto", "text: word segmenter for whole word masking")
+    pre_segmented: bool = arg(False, "text: words are separated by spaces (gold boundaries)")
+    max_ngram: int = arg(1, "text: n-gram masking, spans of up to this many words, n with p ~ 1/n (1 = off)")
+    masked_lm_prob: float = arg(0.15, "text: share of tokens to mask")
+    short_seq_prob: float = arg(0.1, "text with NSP: probability of a shorter random target length")
+    data_cache_dir: str = arg("", "text: where the tokenised instances are cached, keyed by file hash, vocab and "
+                              "settings (default OUTPUT_DIR/data-cache; share it between runs)")
+    tokenize_workers: int = arg(1, "text: processes tokenising and segmenting when the cache is built")
     # model
     preset: str = arg("base", f"model size when training from scratch: {sorted(PRESETS)}")
     bert_config_file: str | None = arg(None, "bert_config.json / config.json of the model to train from scratch")
@@ -131,7 +153,7 @@ class PretrainArgs:
 
     def __post_init__(self) -> None:
         if not self.input_dir:
-            raise ValueError("--input_dir is required (shard folders or .tfrecord files)")
+            raise ValueError("--input_dir is required (shard folders, .tfrecord files or text files)")
         if not self.output_dir:
             raise ValueError("--output_dir is required")
         if self.bert_config_file and self.init_checkpoint:
@@ -157,6 +179,25 @@ class PretrainArgs:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.stop_at_step is not None and self.stop_at_step <= 0:
             raise ValueError(f"--stop_at_step must be positive, got {self.stop_at_step}")
+        if self.tokenize_workers <= 0:
+            raise ValueError(f"--tokenize_workers must be positive, got {self.tokenize_workers}")
+
+    def text_settings(self) -> TextDataSettings:
+        """How text input becomes instances and masks (validated by ``nezha prepare``'s settings)."""
+        vocab = self.vocab_file
+        if not vocab and self.init_checkpoint and (Path(self.init_checkpoint) / "vocab.txt").is_file():
+            vocab = str(Path(self.init_checkpoint) / "vocab.txt")
+        if not vocab:
+            raise ValueError("text input needs --vocab_file (or an --init_checkpoint folder with vocab.txt)")
+        settings = TextDataSettings(
+            vocab_file=vocab, do_lower_case=self.do_lower_case, max_seq_length=self.max_seq_length or 128,
+            nsp=self.nsp, short_seq_prob=self.short_seq_prob, text_column=self.text_column,
+            do_whole_word_mask=self.do_whole_word_mask, segmenter=self.segmenter, pre_segmented=self.pre_segmented,
+            max_ngram=self.max_ngram, masked_lm_prob=self.masked_lm_prob,
+            max_predictions_per_seq=self.max_predictions_per_seq or 20, seed=self.seed,
+            num_workers=self.tokenize_workers)
+        settings.prepare_args("-")  # the checks of `nezha prepare`: lengths, masking probabilities
+        return settings
 
 
 @dataclass
@@ -171,14 +212,24 @@ class PretrainResult:
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def open_pretraining_data(paths: list[str] | str):
-    """Open shard folders (``nezha prepare``) or original TFRecord files, chosen by suffix.
+def open_pretraining_data(paths: list[str] | str, text: TextDataSettings | None = None,
+                          cache_root: Path | None = None, build_cache: bool = True):
+    """Open shard folders (``nezha prepare``), original TFRecord files or text files, chosen by suffix.
 
-    Both return an object with ``len()``, ``get_batch(indices) -> dict of numpy arrays`` and ``max_seq_length``.
+    All return an object with ``len()``, ``get_batch(indices) -> dict of numpy arrays`` and ``max_seq_length``;
+    text data (``masks_per_epoch``) takes ``get_batch(indices, epoch)``. Text needs ``text`` settings and a
+    ``cache_root``; ``build_cache=False`` expects another process to have built the cache.
     """
     entries = [paths] if isinstance(paths, str) else list(paths)
     parts = [p for entry in entries for p in str(entry).split(",")]
     paths = expand_input_files(parts, flag="--input_dir", folders=True)
+    is_text = [is_text_input(p) for p in paths]
+    if all(is_text):
+        if text is None or cache_root is None:
+            raise ValueError(f"{paths[0]}: text input needs text settings and a cache folder")
+        return open_text_data(paths, text, cache_root, build=build_cache)
+    if any(is_text):
+        raise ValueError("mix of text files and shard folders / TFRecords in one data list; use one kind")
     is_tf = [p.suffix in TFRECORD_SUFFIXES for p in paths]
     if all(is_tf):
         from nezha.data.tfrecord import TFRecordInstances
@@ -224,11 +275,12 @@ def check_batch_ids(batch: dict[str, np.ndarray], vocab_size: int, source: str, 
         )
 
 
-def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device, real: bool = True) -> dict[str, torch.Tensor]:
+def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device, real: bool = True,
+                     nsp: bool = True) -> dict[str, torch.Tensor]:
     """Model inputs from a ``get_batch`` dict; targets of unused prediction slots are -100.
 
     ``real=False`` marks a placeholder micro-batch (an epoch's last step had fewer instances than processes): it
-    runs forward/backward so collectives line up, with all its weights 0.
+    runs forward/backward so collectives line up, with all its weights 0. ``nsp=False`` weights the NSP loss 0.
     """
     pin = device.type == "cuda"
 
@@ -238,7 +290,7 @@ def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device, real: b
 
     weights = batch["masked_lm_weights"] * (1.0 if real else 0.0)
     labels = np.where(weights > 0, batch["masked_lm_ids"], -100)
-    nsp = batch["next_sentence_labels"].astype(np.int64)
+    nsp_on, nsp = nsp, batch["next_sentence_labels"].astype(np.int64)
     return {
         "input_ids": t(batch["input_ids"]),
         "token_type_ids": t(batch["segment_ids"]),
@@ -246,7 +298,7 @@ def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device, real: b
         "masked_positions": t(batch["masked_lm_positions"]),
         "labels": t(labels),
         "next_sentence_label": t(nsp),
-        "nsp_weight": t(np.full(len(nsp), 1.0 if real else 0.0, np.float32), torch.float32),
+        "nsp_weight": t(np.full(len(nsp), 1.0 if real and nsp_on else 0.0, np.float32), torch.float32),
     }
 
 
@@ -293,8 +345,10 @@ def _reduce_stats(sums: dict[str, float], device: torch.device) -> dict[str, flo
 
 @torch.no_grad()
 def evaluate(model: WrappedModel, data, indices: np.ndarray, info: DistInfo, precision: Precision,
-             batch_size: int, max_batches: int) -> dict[str, float]:
-    """MLM/NSP loss and accuracy on ``indices`` (split over ranks), summed exactly over all of them."""
+             batch_size: int, max_batches: int, nsp: bool = True) -> dict[str, float]:
+    """MLM/NSP loss and accuracy on ``indices`` (split over ranks), summed exactly over all of them.
+
+    Text data is masked as in epoch 0, so every evaluation of a run sees the same masks."""
     model.eval()
     mine = np.array_split(indices, info.world_size)[info.rank][: batch_size * max_batches]
     sums = dict.fromkeys(_STAT_KEYS, 0.0)
@@ -307,7 +361,7 @@ def evaluate(model: WrappedModel, data, indices: np.ndarray, info: DistInfo, pre
         raw = data.get_batch(idx if real else indices[:1])
         if getattr(data, "max_token_id", None) is None:
             check_batch_ids(raw, model.module.config.vocab_size, "evaluation data", f"evaluation batch {b + 1}")
-        batch = batch_to_tensors(raw, info.device, real)
+        batch = batch_to_tensors(raw, info.device, real, nsp)
         with precision.autocast():
             _, _, stats = pretraining_sums(model.engine, batch)
         for k, v in stats.items():
@@ -427,9 +481,11 @@ class _Run:
     def load_step(self, drawn: int) -> list[tuple[dict[str, np.ndarray], bool]]:
         """This rank's micro-batches of the ``drawn``-th step's worth of data, as numpy arrays (prefetch thread).
 
+        Text data draws the masks of the step's epoch, so a resumed run reads exactly what it would have read.
         Data that does not record its largest token id (TFRecords) is checked here, batch by batch.
         """
-        out = [(self.data.get_batch(idx), real) for idx, real in self.sampler.micro_batches(drawn)]
+        epoch = {"epoch": self.sampler.position(drawn)[0]} if getattr(self.data, "masks_per_epoch", False) else {}
+        out = [(self.data.get_batch(idx, **epoch), real) for idx, real in self.sampler.micro_batches(drawn)]
         if getattr(self.data, "max_token_id", None) is None:
             for batch, _ in out:
                 check_batch_ids(batch, self.model.module.config.vocab_size, ", ".join(map(str, self.args.input_dir)),
@@ -458,12 +514,27 @@ class _Progress:
     last_eval: dict[str, float] | None = None
 
 
-def _open_datasets(args: PretrainArgs) -> tuple[object, np.ndarray, object | None, np.ndarray]:
-    """Training data and instance pool, and evaluation data and indices (--eval_dir, or held out by --eval_fraction)."""
-    data = open_pretraining_data(args.input_dir)
+def _open_datasets(args: PretrainArgs, info: DistInfo) -> tuple[object, np.ndarray, object | None, np.ndarray]:
+    """Training data and instance pool, and evaluation data and indices (--eval_dir, or held out by --eval_fraction).
+
+    Text caches are built by the main process while the others wait, then opened by all.
+    """
+    def open_data(paths: list[str]):
+        files = expand_input_files([p for entry in paths for p in str(entry).split(",")], flag="--input_dir",
+                                   folders=True)
+        if not all(is_text_input(p) for p in files):
+            return open_pretraining_data(paths)
+        text = args.text_settings()
+        cache = Path(args.data_cache_dir or Path(args.output_dir) / "data-cache")
+        if info.is_main:
+            open_pretraining_data(paths, text, cache)
+        barrier()
+        return open_pretraining_data(paths, text, cache, build_cache=False)
+
+    data = open_data(args.input_dir)
     pool = np.arange(len(data))
     if args.eval_dir:
-        eval_data = open_pretraining_data(args.eval_dir)
+        eval_data = open_data(args.eval_dir)
         return data, pool, eval_data, np.arange(len(eval_data))
     if args.eval_fraction > 0:
         perm = np.random.default_rng([args.seed, 999]).permutation(len(data))
@@ -492,7 +563,7 @@ def _build_model(args: PretrainArgs, config: NezhaConfig, info: DistInfo) -> Wra
 def _setup(args: PretrainArgs, info: DistInfo) -> _Run:
     """Open and check the data, build model, optimizer, schedule and scaler, and resume when a checkpoint exists."""
     precision = Precision.resolve(args.precision, info.device)
-    data, pool, eval_data, eval_idx = _open_datasets(args)
+    data, pool, eval_data, eval_idx = _open_datasets(args, info)
     config = build_config(args, data)
     check_data(args, data, config, ", ".join(map(str, args.input_dir)))
     if eval_data is not None and eval_data is not data:
@@ -594,7 +665,7 @@ def _train_one_step(run: _Run, progress: _Progress, raw: list, stop_requested: b
     """One optimizer step on ``raw`` micro-batches; returns (StepOutput, lr, real sequences on this rank), or
     (None, 0, 0) when any rank got a stop signal (then nothing was trained)."""
     info = run.info
-    micro = [batch_to_tensors(b, info.device, real) for b, real in raw]
+    micro = [batch_to_tensors(b, info.device, real, run.args.nsp) for b, real in raw]
     # Global counts of this step: every rank normalises by the same totals (DDP then averages gradients, hence the
     # factor world_size). The stop flag rides along so all ranks stop at the same step.
     real_seqs = sum(len(b["lengths"]) for b, real in raw if real)
@@ -661,7 +732,7 @@ def _after_step(run: _Run, progress: _Progress, result, lr: float, meter: Throug
 def _evaluate(run: _Run) -> dict[str, float]:
     eval_bs = max(1, run.args.train_batch_size // run.args.gradient_accumulation_steps)
     return evaluate(run.model, run.eval_data, run.eval_idx, run.info, run.precision, eval_bs,
-                    run.args.max_eval_batches)
+                    run.args.max_eval_batches, run.args.nsp)
 
 
 def _finish(run: _Run, progress: _Progress) -> PretrainResult:

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
-from nezha.tasks.inference import ModelFolderArgs
+from nezha.tasks.finetuned import ModelFolderArgs
 
 
 @dataclass(kw_only=True)
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nezha.commands.finetune import summary
-    from nezha.tasks.inference import evaluate_folder
+    from nezha.tasks.finetuned import evaluate_folder
 
     a = dataclass_from_namespace(EvaluateArgs, args)
     report = evaluate_folder(a.model_dir, a.eval_file, a.output_dir, a.device, a.max_eval_examples)

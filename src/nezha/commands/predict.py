@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
-from nezha.tasks.inference import ModelFolderArgs
+from nezha.tasks.finetuned import ModelFolderArgs
 
 
 @dataclass(kw_only=True)
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nezha.tasks.inference import predict_folder
+    from nezha.tasks.finetuned import predict_folder
 
     a = dataclass_from_namespace(PredictArgs, args)
     path = predict_folder(a.model_dir, a.input_file, a.output_dir, a.device)

@@ -42,7 +42,7 @@ from nezha.io.atomic import atomic_write_text
 from nezha.model.config import PRESETS, NezhaConfig
 from nezha.settings import arg
 from nezha.tasks.common import Task, TaskSettings
-from nezha.tasks.inference import make_task
+from nezha.tasks.finetuned import make_task
 
 logger = logging.getLogger("nezha")
 

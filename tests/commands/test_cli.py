@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -111,3 +112,14 @@ def test_evaluate_cmrc_positionals_with_settings_from_a_file(tmp_path, capsys):
     result = json.loads((tmp_path / "from-config.json").read_text(encoding="utf-8"))
     assert result["EM"] == result["F1"] == "100.000"
     assert json.loads(capsys.readouterr().out) == result
+
+
+def test_pretrain_args_json_is_a_config_file_for_the_next_run(tmp_path):
+    from nezha.settings import save_settings
+    from nezha.train.pretrain import PretrainArgs
+
+    saved = PretrainArgs(input_dir=["shards"], output_dir="run", max_seq_length=128, optimizer="adamw")
+    save_settings(saved, tmp_path / "args.json")  # what every pretraining run writes
+    argv = ["pretrain", "--config", str(tmp_path / "args.json"), "--num_train_steps", "7"]
+    loaded = dataclass_from_namespace(PretrainArgs, build_parser("pretrain").parse_args(argv))
+    assert loaded == dataclasses.replace(saved, num_train_steps=7)

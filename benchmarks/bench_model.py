@@ -3,10 +3,13 @@
 Also measures plain BERT-base with SDPA attention (no relative terms): the ceiling for any NEZHA implementation.
 Each (implementation, sequence length) cell runs in its own subprocess so peak memory is measured cleanly
 (peak RSS reset through /proc/self/clear_refs before the timed steps, so the figure is the activation + gradient
-peak on top of the loaded model). Cells are interleaved across repeats so machine noise hits all sides alike.
+peak on top of the loaded model). Every repeat runs all three implementations back to back, so machine noise
+hits all sides alike; the table reports the median over repeats (of each repeat's fastest step) and the spread
+(min..max), and ratios against BERT-SDPA from the medians.
 
     python benchmarks/bench_model.py                     # seq 128 and 512, writes benchmarks/results/bench_model.json
-    python benchmarks/bench_model.py --seq 512 --repeats 3 --steps 3
+    python benchmarks/bench_model.py --seq 512 --repeats 5 --steps 2
+    python benchmarks/bench_model.py --profile           # torch.profiler table: one base layer, seq 512, batch 4
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from nezha.io.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMPLS = ("nezha", "hf_nezha", "hf_bert_sdpa")
@@ -84,21 +89,58 @@ def run_cell(impl: str, seq: int, batch: int, steps: int) -> dict:
     }
 
 
+def profile_layer(seq: int = 512, batch: int = 4, top: int = 15) -> str:
+    """Where the time of one NEZHA-base layer's forward+backward goes (fp32, no dropout), as a profiler table."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import nezha
+    from nezha.model.modeling import NezhaLayer
+    from nezha.model.positions import relative_position_table
+
+    torch.manual_seed(0)
+    cfg = nezha.NezhaConfig.preset("base", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    layer = NezhaLayer(cfg)
+    x = torch.randn(batch, seq, cfg.hidden_size, requires_grad=True)
+    mask = torch.zeros(batch, 1, 1, seq)
+    mask[-1, ..., seq * 3 // 4:] = torch.finfo(torch.float32).min
+    table = relative_position_table(cfg.max_relative_position, cfg.head_dim)
+
+    def step():
+        layer(x, mask, table).square().mean().backward()
+
+    step()
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=32)
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seq", type=int, nargs="+", default=[128, 512])
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=2, help="interleaved subprocess repeats per cell (min is kept)")
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per cell after one warm-up (fastest is kept)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved subprocess repeats per cell")
     ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     ap.add_argument("--output", default=str(RESULTS / "bench_model.json"))
+    ap.add_argument("--profile", action="store_true", help="print the profile of one base layer and exit")
     ap.add_argument("--_cell", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.profile:
+        print(profile_layer())
+        return
     if args._cell:
         impl, seq, batch, steps = args._cell
         print(json.dumps(run_cell(impl, int(seq), int(batch), int(steps))))
         return
 
-    cells: dict[tuple[str, int], dict] = {}
+    runs: dict[tuple[str, int], list[dict]] = {}
     for rep in range(args.repeats):
         for seq in args.seq:
             for impl in args.impls:
@@ -108,35 +150,39 @@ def main() -> None:
                 res = json.loads(proc.stdout.splitlines()[-1])
                 print(f"[rep {rep}] {impl:13s} seq {seq:5d} batch {batch:3d}: {res['sec_per_step']:.3f} s/step, "
                       f"peak +{res['peak_extra_mib']:.0f} MiB", flush=True)
-                best = cells.get((impl, seq))
-                if best is None:
-                    cells[(impl, seq)] = res
-                else:
-                    best["sec_per_step"] = min(best["sec_per_step"], res["sec_per_step"])
-                    best["peak_extra_mib"] = min(best["peak_extra_mib"], res["peak_extra_mib"])
-                    best["peak_total_mib"] = min(best["peak_total_mib"], res["peak_total_mib"])
+                runs.setdefault((impl, seq), []).append(res)
 
     summary = []
-    print("\npeak MiB = activation/gradient peak above the built model; total = whole-process peak RSS")
-    print("seq  impl           s/step  peak MiB  total MiB  speed vs HF Nezha  memory vs HF Nezha")
+    print("\nmedian over repeats (min..max); peak MiB = activation/gradient peak above the built model")
+    print("seq  impl           s/step (min..max)        peak MiB (min..max)    time vs BERT-SDPA  memory vs BERT-SDPA")
     for seq in args.seq:
-        ref = cells.get(("hf_nezha", seq))
+        cells = {}
         for impl in args.impls:
-            c = cells[(impl, seq)]
-            row = dict(c)
-            if ref:
-                row["speedup_vs_hf_nezha"] = ref["sec_per_step"] / c["sec_per_step"]
-                row["memory_ratio_vs_hf_nezha"] = c["peak_extra_mib"] / ref["peak_extra_mib"]
-            summary.append(row)
-            print(f"{seq:<4d} {impl:13s} {c['sec_per_step']:7.3f} {c['peak_extra_mib']:9.0f} "
-                  f"{c['peak_total_mib']:10.0f} "
-                  f"{row.get('speedup_vs_hf_nezha', float('nan')):18.2f}x "
-                  f"{row.get('memory_ratio_vs_hf_nezha', float('nan')):18.2f}x")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "argv": sys.argv[1:]}
-    out.write_text(json.dumps({"meta": meta, "results": summary}, indent=2) + "\n")
-    print(f"\nwrote {out}")
+            rs = runs[(impl, seq)]
+            t = [r["sec_per_step"] for r in rs]
+            m = [r["peak_extra_mib"] for r in rs]
+            cells[impl] = {
+                "impl": impl, "seq": seq, "batch": rs[0]["batch"], "steps": args.steps, "repeats": len(rs),
+                "threads": rs[0]["threads"], "sec_per_step_median": _median(t), "sec_per_step_min": min(t),
+                "sec_per_step_max": max(t), "sec_per_step_runs": t, "peak_extra_mib_median": _median(m),
+                "peak_extra_mib_min": min(m), "peak_extra_mib_max": max(m),
+                "peak_total_mib_median": _median([r["peak_total_mib"] for r in rs]),
+            }
+        ceiling = cells.get("hf_bert_sdpa")
+        for impl, c in cells.items():
+            if ceiling:
+                c["time_vs_bert_sdpa"] = c["sec_per_step_median"] / ceiling["sec_per_step_median"]
+                c["memory_vs_bert_sdpa"] = c["peak_extra_mib_median"] / ceiling["peak_extra_mib_median"]
+            summary.append(c)
+            print(f"{seq:<4d} {impl:13s} {c['sec_per_step_median']:6.3f} ({c['sec_per_step_min']:.3f}.."
+                  f"{c['sec_per_step_max']:.3f})  {c['peak_extra_mib_median']:7.0f} ({c['peak_extra_mib_min']:.0f}.."
+                  f"{c['peak_extra_mib_max']:.0f})  {c.get('time_vs_bert_sdpa', float('nan')):17.3f}x "
+                  f"{c.get('memory_vs_bert_sdpa', float('nan')):19.3f}x")
+    meta = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "argv": sys.argv[1:],
+            "loadavg_at_end": os.getloadavg()}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output, json.dumps({"meta": meta, "results": summary}, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
 
 
 if __name__ == "__main__":

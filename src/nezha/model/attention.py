@@ -14,8 +14,8 @@ Per query row the keys fall into three regions: left (``j <= i - K``, bucket 0),
 and the band (``|j - i| < K``). Outside the band the relative term is one of two constants per row, so:
 
 - the score bias ``q_i . r_ij`` is ``q @ table[rows].T`` (``(.., C, 2K+1)``) added along the band's diagonals
-  through a strided view (each diagonal is a column of the view) plus one rank-2 update ``c_left(i) * left_ij +
-  c_right(i) * right_ij`` for the clipped regions, a batched matmul over query rows;
+  through a strided view (each diagonal is a column of the view) plus ``c_left(i) * left_ij + c_right(i) *
+  right_ij`` for the clipped regions (two in-place multiply-adds with 0/1 region indicators);
 - the value term is ``mass @ table[rows]``, where ``mass`` is the band's diagonals read through the same view and
   the two regions' attention masses from one more batched matmul.
 
@@ -92,7 +92,7 @@ class _Regions(NamedTuple):
     width: int
     groups: int  # interleaved row groups that make a band write touch each element at most once
     valid: torch.Tensor  # (C, width): band entry's key inside 0..T-1
-    sides: torch.Tensor | None  # (C, T, 2): key j in the left (j <= i - K) / right (j >= i + K) region
+    sides: torch.Tensor | None  # (2, C, T): key j in the left (j <= i - K) / right (j >= i + K) region
     rows: torch.Tensor  # (width [+ 2],) table rows
 
 
@@ -106,7 +106,7 @@ def _regions(start: int, rows: int, length: int, K: int, dtype: torch.dtype, dev
     sides = None
     if length > K:  # otherwise no pair is K or more apart
         keys = torch.arange(length, device=device)
-        sides = torch.stack((keys <= i - K, keys >= i + K), -1).to(dtype)  # (C, T, 2)
+        sides = torch.stack((keys <= i - K, keys >= i + K)).to(dtype)  # (2, C, T)
         table_rows = torch.cat((table_rows, torch.tensor([0, 2 * K], device=device)))
     groups = (width - 1) // (length + 1) + 1 if width else 0
     return _Regions(start, p_lo, width, groups, valid, sides, table_rows)
@@ -134,21 +134,16 @@ def _band(store: torch.Tensor, block: torch.Tensor, reg: _Regions) -> torch.Tens
 
 def _add_relative(store: torch.Tensor, block: torch.Tensor, rel: torch.Tensor, reg: _Regions) -> None:
     """``block[b, r, j] += rel[b, r, bucket(i, j)]`` in place, with ``rel`` ``(BH, C, len(rows))`` (the score
-    bias ``q . table`` or its gradient's twin ``dO . table``): a strided add over the band's diagonals, and one
-    rank-2 update for the two clipped regions (a constant per row each). No ``(C, T)`` index, no gather."""
+    bias ``q . table`` or its gradient's twin ``dO . table``): a strided add over the band's diagonals, and a
+    per-row constant times a 0/1 region indicator for each clipped region. No ``(C, T)`` index, no gather."""
     if reg.width:
         band = _band(store, block, reg)
         # out-of-range entries add exactly 0 to whatever they alias; groups keep each write's elements distinct
         values = rel[..., :reg.width] * reg.valid
         for g in range(reg.groups):
             band[:, g::reg.groups].add_(values[:, g::reg.groups])
-    if reg.sides is not None:
-        ends = rel[..., reg.width:].transpose(0, 1)  # (C, BH, 2)
-        update = (ends, reg.sides.transpose(1, 2))  # (C, BH, T) += (C, BH, 2) @ (C, 2, T)
-        if torch.compiler.is_compiling():  # functionalization cannot write back through the transposed view
-            block.add_(torch.bmm(*update).transpose(0, 1))
-        else:
-            block.transpose(0, 1).baddbmm_(*update)
+    if reg.sides is not None:  # per row: c_left on the left region, c_right on the right one
+        block.addcmul_(rel[..., reg.width, None], reg.sides[0]).addcmul_(rel[..., reg.width + 1, None], reg.sides[1])
 
 
 def _relative_mass(store: torch.Tensor, block: torch.Tensor, reg: _Regions) -> torch.Tensor:
@@ -156,7 +151,7 @@ def _relative_mass(store: torch.Tensor, block: torch.Tensor, reg: _Regions) -> t
     the transpose of :func:`_add_relative`."""
     parts = [_band(store, block, reg) * reg.valid] if reg.width else []
     if reg.sides is not None:
-        parts.append(torch.bmm(block.transpose(0, 1), reg.sides).transpose(0, 1))  # (BH, C, 2)
+        parts.append(torch.bmm(block.transpose(0, 1), reg.sides.permute(1, 2, 0)).transpose(0, 1))  # (BH, C, 2)
     return torch.cat(parts, -1)
 
 

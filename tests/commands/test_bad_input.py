@@ -249,12 +249,14 @@ def test_quickstart_output_dir_that_is_a_file(empty, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------- pretrain
-def test_pretrain_missing_or_empty_data(tmp_path, empty, capsys):
+def test_pretrain_missing_empty_or_garbage_data(tmp_path, capsys):
     out = tmp_path / "run"
     assert str(tmp_path / "nope") in run_failing(
         ["pretrain", "--input_dir", str(tmp_path / "nope"), "--output_dir", str(out)], capsys)
     (tmp_path / "shards").mkdir()
     assert f"{tmp_path / 'shards'}: no index.json" in run_failing(
         ["pretrain", "--input_dir", str(tmp_path / "shards"), "--output_dir", str(out)], capsys)
-    assert str(empty) in run_failing(["pretrain", "--input_dir", str(empty), "--output_dir", str(out)], capsys)
+    garbage = _write(tmp_path / "data.tfrecord", b"garbage")
+    assert f"{garbage}: record 0 at byte 0: truncated header" in run_failing(
+        ["pretrain", "--input_dir", str(garbage), "--output_dir", str(out)], capsys)
     assert not out.exists()

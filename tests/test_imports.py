@@ -169,11 +169,6 @@ def test_graph_covers_the_package():
     assert "nezha.commands.prepare" in graph["nezha.cli"]  # found through importlib.import_module(f"...")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known cycle, to be cut in the command modules: nezha.cli imports every nezha.commands module "
-    "(import_module), and nezha.commands.{export_onnx,quickstart,serve,verify} import UserError/main from nezha.cli",
-)
 def test_no_import_cycles():
     graph = import_graph()
     cycles = find_cycles(graph)

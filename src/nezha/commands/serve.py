@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nezha.cli import UserError
+    from nezha.errors import UserError
 
     try:
         import fastapi  # noqa: F401

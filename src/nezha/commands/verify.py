@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nezha.cli import UserError
+from nezha.errors import UserError
 from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
 
 _LINE = re.compile(r"^\\?([0-9a-fA-F]{32}) [ *](.+)$")

@@ -152,6 +152,8 @@ class NezhaConfig:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not valid UTF-8 (byte {e.start})") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a JSON object")
         return cls.from_dict(raw, source=str(path))

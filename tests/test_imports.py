@@ -180,3 +180,27 @@ def test_light_module_does_not_import_torch(module):
     code = f"import sys, {module}; heavy = sorted(m for m in ('torch', 'numpy') if m in sys.modules); print(heavy)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert "torch" not in out.stdout, f"importing {module} loads torch: {out.stdout.strip()}"
+
+
+# The layers README's "How the code is laid out" lists, bottom-up: a module may import its own layer and those below.
+LAYERS = (("io",), ("settings", "errors"), ("data",), ("model",), ("convert",), ("tasks",), ("train",),
+          ("inference",), ("serve",), ("commands", "cli", "__main__"))
+
+
+def layer_of(module: str) -> int | None:
+    """Index in LAYERS of a module's top-level part (None for the package itself, whose names load lazily)."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    return next(i for i, names in enumerate(LAYERS) if parts[1] in names)
+
+
+def test_every_module_sits_in_a_layer():
+    assert all(layer_of(m) is not None for m in import_graph() if m != PACKAGE)
+
+
+def test_imports_go_down_the_layers_only():
+    graph = import_graph()
+    upward = [f"{m} -> {t}" for m, targets in graph.items() for t in targets
+              if layer_of(m) is not None and layer_of(t) is not None and layer_of(t) > layer_of(m)]
+    assert not upward, "imports against README's layer order:\n" + "\n".join(sorted(upward))

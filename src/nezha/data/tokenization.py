@@ -31,6 +31,7 @@ import functools
 import os
 import sys
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,66 +332,83 @@ class NezhaTokenizer:
         """Many texts at once into flat arrays, for pretraining data (same ids and offsets as :meth:`encode`).
 
         Returns ids (T,) int32, starts (T,) and ends (T,) int64 character offsets into each token's own text, and
-        lengths (N,) tokens per text. Most Chinese text is characters that BERT isolates and that no normalization
-        step changes (CJK ideographs, most punctuation): those map straight to ids through a per-code-point table.
-        Only the runs between them (Latin words, digits, anything else) go through the Rust pipeline, each
-        distinct run once. Texts containing a special token's spelling take the full pipeline (unless
-        ``split_special_tokens``: then ``[SEP]`` is ordinary text).
+        lengths (N,) tokens per text. See :meth:`encode_text` for how; texts containing a special token's spelling
+        take the full pipeline (unless ``split_special_tokens``: then ``[SEP]`` is ordinary text).
         """
-        direct, combining, space = self._direct_tables()
         sep = "\n"  # whitespace: never part of a token
         big = sep.join(texts) + sep
-        cps = np.frombuffer(big.encode("utf-32-le"), dtype=np.uint32)  # (C,)
         text_starts = np.concatenate([[0], np.cumsum([len(t) + 1 for t in texts])[:-1]]).astype(np.int64)
-        ids_at = direct[cps]  # (C,) id, or -1
-        fast = ids_at >= 0
-        fast[:-1] &= ~combining[cps[1:]]  # a following combining mark may compose with it (NFC): not fast
         special = [] if self.split_special_tokens else [
             i for i, t in enumerate(texts) if "[" in t and any(sp in t for sp in SPECIAL_TOKENS)
         ]
-        for i in special:  # whole text through the full pipeline
-            fast[text_starts[i] : text_starts[i] + len(texts[i])] = False
-        other = ~fast & ~space[cps]
-        # runs of `other` characters, never crossing a text boundary (the separator is whitespace)
-        edges = np.flatnonzero(np.diff(np.concatenate([[False], other, [False]]).astype(np.int8)))
-        run_start, run_end = edges[0::2], edges[1::2]
-        runs = [big[a:b] for a, b in zip(run_start.tolist(), run_end.tolist())]
-        unique = {r: k for k, r in enumerate(dict.fromkeys(runs))}
-        encs = self._tok.encode_batch(list(unique), add_special_tokens=False)
-        enc_ids = [e.ids for e in encs]
-        enc_offs = [e.offsets for e in encs]
-        run_tok_pos, run_tok_end, run_tok_ids = [], [], []
-        for r, a in zip(runs, run_start.tolist()):
-            k = unique[r]
-            for tid, (s0, s1) in zip(enc_ids[k], enc_offs[k]):
-                run_tok_ids.append(tid)
-                run_tok_pos.append(a + s0)
-                run_tok_end.append(a + s1)
-        fast_pos = np.flatnonzero(fast)
-        pos = np.concatenate([fast_pos, np.asarray(run_tok_pos, np.int64)])
-        end = np.concatenate([fast_pos + 1, np.asarray(run_tok_end, np.int64)])
-        ids = np.concatenate([ids_at[fast_pos], np.asarray(run_tok_ids, np.int32)]).astype(np.int32)
-        order = np.argsort(pos, kind="stable")  # tokens of one run keep their order (distinct starts)
-        pos, end, ids = pos[order], end[order], ids[order]
+        whole = [(int(text_starts[i]), int(text_starts[i]) + len(texts[i])) for i in special]
+        ids, pos, end = self.encode_text(big, whole_spans=whole)
         text_of_tok = np.searchsorted(text_starts, pos, side="right") - 1
         lengths = np.bincount(text_of_tok, minlength=len(texts)).astype(np.int64)
         base = text_starts[text_of_tok]
         return ids, pos - base, end - base, lengths
 
+    def encode_text(
+        self, text: str, whole_spans: Sequence[tuple[int, int]] = ()
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All tokens of one long text (e.g. many lines joined by ``\\n``): ids (T,) int32, starts and ends (T,)
+        int64 character offsets into ``text``. Tokens never cross whitespace, so this equals encoding each line.
+
+        Most Chinese text is characters that BERT isolates and that no normalization step changes (CJK ideographs,
+        most punctuation): those map straight to ids through a per-code-point table. Only the runs between them
+        (Latin words, digits, anything else) go through the Rust pipeline, each distinct run once. ``whole_spans``:
+        character ranges (whitespace-bounded) that take the full pipeline (text spelling a special token).
+        """
+        direct, combining, space = self._direct_tables()
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (C,)
+        ids_at = direct[cps]  # (C,) id, or -1
+        fast = ids_at >= 0
+        fast[:-1] &= ~combining[cps[1:]]  # a following combining mark may compose with it (NFC): not fast
+        for a, b in whole_spans:
+            fast[a:b] = False
+        other = ~fast & ~space[cps]
+        # runs of `other` characters (whitespace ends a run: runs never cross lines)
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], other, [False]]).astype(np.int8)))
+        run_start, run_end = edges[0::2], edges[1::2]
+        runs = [text[a:b] for a, b in zip(run_start.tolist(), run_end.tolist())]
+        unique = dict.fromkeys(runs)
+        for k, r in enumerate(unique):
+            unique[r] = k
+        encs = self._tok.encode_batch(list(unique), add_special_tokens=False)
+        # the tokens of distinct run k are u_ids[u_first[k] : u_first[k] + u_count[k]], offsets relative to the run
+        u_count = np.fromiter((len(e.ids) for e in encs), np.int64, len(encs))
+        u_ids = np.fromiter((i for e in encs for i in e.ids), np.int32, int(u_count.sum()))
+        u_offs = np.fromiter((o for e in encs for s in e.offsets for o in s), np.int64, 2 * len(u_ids)).reshape(-1, 2)
+        u_first = np.cumsum(u_count) - u_count
+        run_kind = np.fromiter(map(unique.__getitem__, runs), np.int64, len(runs))  # (R,) distinct run of each run
+        per_run = u_count[run_kind]  # (R,) tokens of each run
+        # (T_runs,) index into the distinct runs' tokens: u_first[kind] + 0..count-1 for each run, in run order
+        rank = np.arange(int(per_run.sum())) - np.repeat(np.cumsum(per_run) - per_run, per_run)
+        src = np.repeat(u_first[run_kind], per_run) + rank
+        base = np.repeat(run_start, per_run)
+        fast_pos = np.flatnonzero(fast)
+        pos = np.concatenate([fast_pos, base + u_offs[src, 0]])
+        end = np.concatenate([fast_pos + 1, base + u_offs[src, 1]])
+        ids = np.concatenate([ids_at[fast_pos], u_ids[src]]).astype(np.int32)
+        order = np.argsort(pos, kind="stable")  # tokens of one run keep their order (distinct starts)
+        return ids[order], pos[order], end[order]
+
     def _direct_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(direct id per code point or -1, is-combining-mark, is-whitespace) tables, built once per tokenizer."""
         if getattr(self, "_direct", None) is None:
             kinds = _python_char_kinds()
-            n = sys.maxunicode + 1
-            direct = np.full(n, -1, dtype=np.int32)
-            isolated = np.flatnonzero(
-                ((kinds & (_KIND_BITS["punctuation"] | _KIND_BITS["cjk"])) != 0) & ((kinds & _KIND_BITS["remove"]) == 0)
+            is_isolated = ((kinds & (_KIND_BITS["punctuation"] | _KIND_BITS["cjk"])) != 0) & (
+                (kinds & _KIND_BITS["remove"]) == 0
             )  # (unassigned code points inside the CJK blocks are removed, not isolated)
-            unk = self.unk_id
             # only characters every normalization step leaves alone (NFC, lower-case, NFD, mark removal)
-            isolated = isolated[(kinds[isolated] & _KIND_BITS["unstable"]) == 0]
-            get = self.vocab.get
-            direct[isolated] = [get(c, unk) for c in map(chr, isolated.tolist())]
+            is_isolated &= (kinds & _KIND_BITS["unstable"]) == 0
+            direct = np.where(is_isolated, np.int32(self.unk_id), np.int32(-1))
+            # single-character vocab entries (the dict holds each token's last id, as BERT's vocab dict)
+            single = [(ord(t), i) for t, i in self.vocab.items() if len(t) == 1]
+            cp = np.fromiter((c for c, _ in single), np.int64, len(single))
+            tid = np.fromiter((i for _, i in single), np.int32, len(single))
+            hit = is_isolated[cp]
+            direct[cp[hit]] = tid[hit]
             combining = (kinds & _KIND_BITS["combining"]) != 0
             direct[combining] = -1
             space = (kinds & _KIND_BITS["whitespace"]) != 0

@@ -271,15 +271,15 @@ def test_killed_run_leaves_no_complete_looking_dataset(chinese_vocab, tmp_path, 
     prepare(args)
     assert (out / "index.json").is_file()
     calls = {"n": 0}
-    real = shards.write_shard
+    real = shards.ShardWriter.close
 
-    def dying(*a, **k):
+    def dying(self):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(*a, **k)
+        return real(self)
 
-    monkeypatch.setattr(shards, "write_shard", dying)
+    monkeypatch.setattr(shards.ShardWriter, "close", dying)
     with pytest.raises(KeyboardInterrupt):
         prepare(replace(args, random_seed=7))
     assert not (out / "index.json").exists()  # the old dataset stopped looking complete before being replaced
@@ -287,10 +287,10 @@ def test_killed_run_leaves_no_complete_looking_dataset(chinese_vocab, tmp_path, 
         PretrainingShards(out)
     assert not list(out.glob(".*tmp*"))  # no temporary leftovers
     # tfrecord: a failed write leaves no file under the final name
-    monkeypatch.setattr("nezha.data.tfrecord.pretraining_examples", lambda a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr("nezha.data.tfrecord.pretraining_records", lambda a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         prepare(replace(args, output_file=str(tmp_path / "x.tfrecord"), output_format="tfrecord"))
-    assert not list(tmp_path.glob("*x.tfrecord*"))
+    assert not list(tmp_path.glob("*x.tfrecord*"))  # neither the file nor a temporary or part file
 
 
 def test_read_documents_starts_a_document_per_file(tmp_path):

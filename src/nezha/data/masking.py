@@ -227,42 +227,89 @@ def mask_batch(
     M = cfg.max_predictions_per_seq
     budget = np.minimum(M, np.maximum(1, np.rint(lengths * cfg.masked_lm_prob).astype(np.int64)))  # (N,)
     starts = unit_starts & candidates
-    keys = rng.random((n, L))
     if (starts == candidates).all():
-        # Static masking: every unit is one position; the first `budget` in key order are the `budget` smallest
-        # keys among the candidates (argpartition + a sort of M columns instead of sorting all L).
-        keys[~candidates] = 2.0
-        m = min(M, L)
-        part = np.argpartition(keys, m - 1, axis=1)[:, :m] if m < L else np.argsort(keys, axis=1)
-        part = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
-        take = (np.arange(part.shape[1])[None, :] < budget[:, None]) & candidates[np.arange(n)[:, None], part]
-        chosen = np.zeros((n, L), dtype=bool)
-        np.put_along_axis(chosen, part, take, axis=1)
+        chosen = _choose_positions(candidates, budget, M, rng)
         unit_len_at = np.ones((n, L), np.int64)
     else:
         uid = np.cumsum(starts, axis=1) - 1  # (N, L) unit index of each position
         uid = np.where(candidates, uid, 0)
         flat = (np.arange(n)[:, None] * L + uid)[candidates]
         unit_len = np.bincount(flat, minlength=n * L).reshape(n, L)  # (N, L) length of unit u of row i, 0 = none
-        keys[unit_len == 0] = 2.0
-        order = np.argsort(keys, axis=1, kind="stable")  # (N, L) units in visiting order, real units first
-        sorted_len = np.take_along_axis(unit_len, order, axis=1)
-        accept_sorted = np.zeros((n, L), dtype=bool)
-        taken = np.zeros(n, dtype=np.int64)
-        for k in range(int((unit_len > 0).sum(1).max(initial=0))):
-            lk = sorted_len[:, k]
-            ok = (lk > 0) & (taken + lk <= budget)
-            accept_sorted[:, k] = ok
-            taken += ok * lk
-            if (taken >= budget).all():
-                break
-        accepted = np.zeros((n, L), dtype=bool)
-        np.put_along_axis(accepted, order, accept_sorted, axis=1)  # (N, L) indexed by unit
+        accepted = _choose_units(unit_len, budget, min(L, 2 * M), rng)  # (N, L) indexed by unit
         chosen = candidates & np.take_along_axis(accepted, uid, axis=1)  # (N, L) by position
         unit_len_at = np.take_along_axis(unit_len, uid, axis=1)
 
     rows, cols = np.nonzero(chosen)  # row-major: positions ascending within a row
-    # 80% [MASK], 10% random id, 10% unchanged, drawn for the chosen positions only
+    out, n_mask, n_random = _replace(input_ids, rows, cols, cfg, rng)
+    counts = chosen.sum(1)
+    rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = np.zeros((n, M), np.int32)
+    labels = np.zeros((n, M), np.int32)
+    positions[rows, rank] = cols
+    labels[rows, rank] = input_ids[rows, cols]
+    multi = int((unit_len_at[rows, cols] > 1).sum())
+    return MaskedBatch(out, positions, labels, counts.astype(np.int32), n_mask, n_random, multi)
+
+
+def _floyd(n_cand: np.ndarray, k: np.ndarray, max_k: int, rng: np.random.Generator) -> np.ndarray:
+    """(K, N) int32: a uniformly random subset of ``k[i]`` of the ranks ``0 .. n_cand[i]-1`` per row, -1 padded.
+
+    Visiting single-position units in random order and taking the first ``k`` gives a uniform subset: drawn here by
+    Floyd's algorithm (one vectorized step per pick, at most ``max_k``) instead of sorting a key per position.
+    """
+    n = len(n_cand)
+    picks = np.full((max(1, max_k), n), -1, np.int32)
+    for s in range(int(k.max(initial=0))):
+        j = n_cand - k + s  # draw t in [0, j]; take t, or j when t is taken already
+        t = np.minimum((rng.random(n, dtype=np.float32) * (j + 1)).astype(np.int32), j)  # (float32 may round up)
+        taken = (picks[:s] == t).any(0)
+        picks[s] = np.where(s < k, np.where(taken, j, t), -1)
+    return picks
+
+
+def _choose_positions(candidates: np.ndarray, budget: np.ndarray, max_k: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, L) bool: a uniformly random subset of ``min(budget, #candidates)`` candidate positions per row."""
+    n, L = candidates.shape
+    n_cand = candidates.sum(1, dtype=np.int32)  # (N,)
+    picks = _floyd(n_cand, np.minimum(budget, n_cand).astype(np.int32), max_k, rng)
+    rows, cols = np.nonzero(candidates)  # candidate positions, row-major: rank r of row i at first[i] + r
+    first = np.cumsum(n_cand, dtype=np.int64) - n_cand
+    c, r = np.nonzero(picks >= 0)
+    chosen = np.zeros((n, L), dtype=bool)
+    chosen[r, cols[first[r] + picks[c, r]]] = True
+    return chosen
+
+
+def mask_pairs(
+    input_ids: np.ndarray, len_a: np.ndarray, lengths: np.ndarray, cfg: MaskingConfig, rng: np.random.Generator
+) -> MaskedBatch:
+    """:func:`mask_batch` with static masking for rows laid out as ``[CLS] A [SEP] B [SEP]``, without (N, L) masks.
+
+    The candidates of a row are A's and B's positions, so the k-th candidate sits at ``k + 1`` (in A) or ``k + 2``
+    (in B): the uniform subset of candidates is drawn as ranks (Floyd) and mapped to positions directly.
+    """
+    if cfg.max_ngram != 1:
+        raise ValueError("mask_pairs handles max_ngram == 1; use create_masked_lm_predictions for n-grams")
+    n, L = input_ids.shape
+    M = cfg.max_predictions_per_seq
+    lengths = np.asarray(lengths, np.int32)
+    budget = np.minimum(M, np.maximum(1, np.rint(lengths * cfg.masked_lm_prob))).astype(np.int32)  # (N,)
+    n_cand = lengths - 3
+    k = np.minimum(budget, n_cand)
+    picks = _floyd(n_cand, k, M, rng)[:M].T  # (N, M) ranks
+    pos = np.where(picks >= 0, picks + 1 + (picks >= np.asarray(len_a)[:, None]), L)
+    pos.sort(axis=1)  # (N, M) ascending, unused = L
+    rows, slot = np.nonzero(pos < L)
+    cols = pos[rows, slot]
+    out, n_mask, n_random = _replace(input_ids, rows, cols, cfg, rng)
+    positions = np.where(pos < L, pos, 0).astype(np.int32)
+    labels = np.zeros((n, M), np.int32)
+    labels[rows, slot] = input_ids[rows, cols]
+    return MaskedBatch(out, positions, labels, k.astype(np.int32), n_mask, n_random, 0)
+
+
+def _replace(input_ids: np.ndarray, rows: np.ndarray, cols: np.ndarray, cfg: MaskingConfig, rng: np.random.Generator):
+    """BERT's 80% [MASK] / 10% random id / 10% unchanged at the chosen positions: (new ids, #[MASK], #random)."""
     u = rng.random(len(rows))
     v = rng.random(len(rows))
     random_ids = rng.integers(0, cfg.vocab_size, len(rows), dtype=np.int64)
@@ -271,12 +318,49 @@ def mask_batch(
     out = input_ids.copy()
     out[rows[to_mask], cols[to_mask]] = cfg.mask_id
     out[rows[to_random], cols[to_random]] = random_ids[to_random]
+    return out, int(to_mask.sum()), int(to_random.sum())
 
-    counts = chosen.sum(1)
-    rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    positions = np.zeros((n, M), np.int32)
-    labels = np.zeros((n, M), np.int32)
-    positions[rows, rank] = cols
-    labels[rows, rank] = input_ids[rows, cols]
-    multi = int((unit_len_at[rows, cols] > 1).sum())
-    return MaskedBatch(out, positions, labels, counts.astype(np.int32), int(to_mask.sum()), int(to_random.sum()), multi)
+
+def _choose_units(unit_len: np.ndarray, budget: np.ndarray, top: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, L) bool by unit index: BERT's greedy over units in random order (take a unit if it fits the remaining
+    budget, else skip it; stop at the budget).
+
+    Units get random keys; visiting them in key order is BERT's shuffle. The budget is filled within the first
+    ``top`` units in key order for almost every row (each unit has at least one position), so only those are
+    sorted (argpartition); a row that still has budget left and more units is redone with all its units.
+    """
+    n, L = unit_len.shape
+    keys = rng.random((n, L))
+    keys[unit_len == 0] = 2.0  # no such unit: last
+    n_units = (unit_len > 0).sum(1)
+    if top < L:
+        part = np.argpartition(keys, top - 1, axis=1)[:, :top]
+        order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
+    else:
+        order = np.argsort(keys, axis=1)
+    accepted, taken = _greedy(np.take_along_axis(unit_len, order, axis=1), budget)
+    out = np.zeros((n, L), dtype=bool)
+    np.put_along_axis(out, order, accepted, axis=1)
+    redo = np.flatnonzero((taken < budget) & (n_units > order.shape[1]))
+    if len(redo):
+        full = np.argsort(keys[redo], axis=1)
+        acc, _ = _greedy(np.take_along_axis(unit_len[redo], full, axis=1), budget[redo])
+        sub = np.zeros((len(redo), L), dtype=bool)
+        np.put_along_axis(sub, full, acc, axis=1)
+        out[redo] = sub
+    return out
+
+
+def _greedy(sorted_len: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Take-if-it-fits over units in visiting order, one vectorized step per rank: (accepted (N, K), taken (N,))."""
+    n, k = sorted_len.shape
+    accept = np.zeros((n, k), dtype=bool)
+    taken = np.zeros(n, dtype=np.int64)
+    for r in range(k):
+        lr = sorted_len[:, r]
+        ok = (lr > 0) & (taken + lr <= budget)
+        accept[:, r] = ok
+        taken += ok * lr
+        if (taken >= budget).all():
+            break
+    return accept, taken

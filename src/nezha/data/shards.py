@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,73 @@ def write_shard(directory: str | os.PathLike, name: str, arrays: dict[str, np.nd
     # Recorded so that readers can check ids against a model's vocab_size without scanning every shard.
     max_id = max(int(np.max(arrays[f], initial=0)) for f in ("input_ids", "masked_lm_ids"))
     return {"name": name, "num_instances": int(n), "max_token_id": max_id}
+
+
+class ShardWriter:
+    """One shard written as its rows are made: each field's ``.npy`` grows under a temporary name; ``close``
+    fixes the row count in the headers, syncs and renames; ``abort`` removes everything."""
+
+    def __init__(self, directory: str | os.PathLike, name: str, max_seq_length: int, max_predictions: int):
+        self.directory, self.name = Path(directory), name
+        self.widths = {"input_ids": max_seq_length, "segment_ids": max_seq_length,
+                       "masked_lm_positions": max_predictions, "masked_lm_ids": max_predictions}
+        self.num_instances = 0
+        self.max_token_id = 0
+        self._tmp = {f: self.directory / f".{name}.{f}.npy.{os.getpid()}.tmp" for f in FIELDS}
+        self._files = {}
+        try:
+            for f, path in self._tmp.items():
+                self._files[f] = open(path, "wb")
+                self._header(f)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _header(self, field: str) -> None:
+        """A version-1.0 header padded to a fixed size, so it can be rewritten in place with the final row count."""
+        shape = (self.num_instances, self.widths[field]) if field in self.widths else (self.num_instances,)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(FIELDS[field])), "fortran_order": False,
+                  "shape": shape}
+        f = self._files[field]
+        f.seek(0)
+        text = repr(header).encode("latin1")
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", _HEADER_BYTES - 10) + text.ljust(_HEADER_BYTES - 11) + b"\n")
+        f.seek(0, os.SEEK_END)
+
+    def write(self, arrays: dict[str, np.ndarray]) -> None:
+        n = len(arrays["lengths"])
+        for field, dtype in FIELDS.items():
+            arr = np.ascontiguousarray(arrays[field], dtype=dtype)
+            if len(arr) != n or arr.shape[1:] != ((self.widths[field],) if field in self.widths else ()):
+                raise ValueError(f"shard {self.name}: field {field} has shape {arr.shape}, expected ({n}, ...)")
+            self._files[field].write(memoryview(arr).cast("B"))
+        self.num_instances += n
+        ids = [arrays[f] for f in ("input_ids", "masked_lm_ids")]
+        self.max_token_id = max(self.max_token_id, *(int(np.max(a, initial=0)) for a in ids))
+
+    def close(self) -> dict:
+        """Finish the shard atomically; returns its index entry."""
+        try:
+            for field, f in self._files.items():
+                self._header(field)
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            for field, tmp in self._tmp.items():
+                os.replace(tmp, self.directory / f"{self.name}.{field}.npy")
+        except BaseException:
+            self.abort()
+            raise
+        return {"name": self.name, "num_instances": self.num_instances, "max_token_id": self.max_token_id}
+
+    def abort(self) -> None:
+        for f in self._files.values():
+            f.close()
+        for tmp in self._tmp.values():
+            tmp.unlink(missing_ok=True)
+
+
+_HEADER_BYTES = 128  # magic, version, length, dict, padding: a multiple of 64 as numpy writes it
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -19,6 +19,7 @@ made by the original ``create_pretraining_data.py`` feed ``nezha pretrain`` thro
 
 from __future__ import annotations
 
+import functools
 import logging
 import mmap
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nezha.io.crc32c import masked_crc32c
+from nezha.io.crc32c import _MASK_DELTA, crc32c, masked_crc32c
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,10 @@ class TFRecordWriter:
     def write(self, data: bytes) -> None:
         self._f.write(frame_record(data))
 
+    def write_framed(self, framed) -> None:
+        """Append records that are framed already (see :func:`pretraining_records`)."""
+        self._f.write(framed)
+
     def close(self) -> None:
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -331,59 +336,153 @@ class TFRecordFile:
 # Pretraining instances
 
 
-def pretraining_examples(arrays: dict[str, np.ndarray]) -> list[bytes]:
-    """Serialized Examples, BERT's features, from shard-layout arrays (see nezha.data.shards)."""
+def _varint_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Varint bytes of non-negative integers (N, K): (N, K*G) uint8 and which of them are used (None: all are).
+
+    Each value takes G columns (G = the longest varint among them); a value of fewer bytes leaves its last columns
+    unused, so keeping the used bytes of a row, left to right, gives the row's packed payload. Values up to
+    2^21 (token ids, positions) are looked up in a table of their encodings, larger ones computed.
+    """
+    v = np.asarray(values)
+    n, k = v.shape
+    top = int(v.max(initial=0))
+    G = max(1, (top.bit_length() + 6) // 7)
+    if G == 1:
+        return v.astype(np.uint8), None
+    if top < 1 << 21:
+        packed, sizes = _varint_table(1 << max(10, top.bit_length()))
+        out = packed[v].view(np.uint8).reshape(n, k, 4)[:, :, :G].reshape(n, k * G)
+        keep = np.arange(G, dtype=np.int8) < sizes[v][..., None]  # (N, K, G)
+        return out, keep.reshape(n, k * G)
+    v = v.astype(np.int64)
+    nbytes = _varint_sizes(v)
+    out = np.empty((n, k, G), np.uint8)
+    for j in range(G):
+        out[..., j] = ((v >> (7 * j)) & 0x7F) | np.where(j < nbytes - 1, 0x80, 0)
+    keep = np.arange(G) < nbytes[..., None]  # (N, K, G)
+    return out.reshape(n, k * G), keep.reshape(n, k * G)
+
+
+@functools.cache
+def _varint_table(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Encodings of 0 .. size-1 (size <= 2^21): bytes packed little-endian in a uint32 (size,), and their counts."""
+    v = np.arange(size, dtype=np.int64)
+    nbytes = _varint_sizes(v)
+    packed = np.zeros(size, np.int64)
+    for j in range(3):
+        packed |= (((v >> (7 * j)) & 0x7F) | np.where(j < nbytes - 1, 0x80, 0)) << (8 * j)
+    return packed.astype("<u4"), nbytes.astype(np.int8)
+
+
+def _varint_sizes(v: np.ndarray) -> np.ndarray:
+    """Bytes of the varint of each non-negative value (any shape), int64."""
+    n = np.ones(v.shape, np.int64)
+    for j in range(1, (int(np.max(v, initial=0)).bit_length() + 6) // 7):
+        n += v >= (1 << (7 * j))
+    return n
+
+
+def pretraining_records(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Framed TFRecord records of BERT's pretraining Examples for shard-layout arrays, built for all rows at once.
+
+    Returns (buf, ends): the records back to back as uint8 (N records) and the end offset of each. Every record has
+    the same structure and only a few lengths differ between rows, so the bytes are laid out as columns of a
+    (N, width) matrix (used bytes marked), compacted in one step; the checksums are computed per record in C.
+    """
     ids = np.asarray(arrays["input_ids"])
     n, L = ids.shape
     M = arrays["masked_lm_positions"].shape[1]
     lengths = np.asarray(arrays["lengths"])
     num_masked = np.asarray(arrays["num_masked"])
-    input_mask = (np.arange(L)[None, :] < lengths[:, None]).astype(np.int64)
-    weights = (np.arange(M)[None, :] < num_masked[:, None]).astype("<f4")
     cols = {
         "input_ids": ids,
-        "input_mask": input_mask,
+        "input_mask": (np.arange(L)[None, :] < lengths[:, None]).astype(np.uint8),
         "segment_ids": arrays["segment_ids"],
         "masked_lm_positions": arrays["masked_lm_positions"],
         "masked_lm_ids": arrays["masked_lm_ids"],
         "next_sentence_labels": np.asarray(arrays["next_sentence_labels"]).reshape(n, 1),
     }
-    # Packed payloads for every row, vectorized; the protobuf headers around a payload depend only on the feature
-    # and the payload's length, so they are built once per (feature, length) and reused.
-    payloads = {
-        name: [row.tobytes() for row in weights] if name in _FLOAT_FEATURES else varints_rows(cols[name])
-        for name in PRETRAINING_FEATURE_ORDER
-    }
-    prefixes: dict[tuple[str, int], bytes] = {}
+    if n == 0:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64)
+    if any(int(np.min(c)) < 0 for c in cols.values()):
+        raise ValueError("pretraining features must be non-negative ids, positions and labels")
+    blocks: list[tuple[np.ndarray, np.ndarray | None]] = []
+    features_len = np.zeros(n, np.int64)
 
-    def prefix(name: str, n: int) -> bytes:
-        key = (name, n)
-        if key not in prefixes:
-            marker = b"\x00" * n
-            kind_field = 2 if name in _FLOAT_FEATURES else 3
-            body = _ld(kind_field, _ld(1, marker) if n else b"")
-            entry = _ld(1, _ld(1, name.encode("utf-8")) + _ld(2, body))
-            prefixes[key] = entry[: len(entry) - n]
-        return prefixes[key]
+    def varint_block(v: np.ndarray) -> None:
+        blocks.append(_varint_columns(v.reshape(n, 1)))
 
-    out = []
-    outer: dict[int, bytes] = {}
-    for i in range(n):
-        parts = []
-        for name in PRETRAINING_FEATURE_ORDER:
-            p = payloads[name][i]
-            parts.append(prefix(name, len(p)))
-            parts.append(p)
-        features = b"".join(parts)
-        m = len(features)
-        if m not in outer:
-            outer[m] = _varint(1 << 3 | 2) + _varint(m)
-        out.append(outer[m] + features)
-    return out
+    def const(data: bytes) -> None:
+        blocks.append((np.broadcast_to(np.frombuffer(data, np.uint8), (n, len(data))), None))
+
+    # Placeholders for the frame header (length, its checksum) and the record's outer field; filled below.
+    head_at = len(blocks)
+    blocks.append((np.zeros((n, 12), np.uint8), None))
+    const(b"\x0a")
+    outer_at = len(blocks)
+    blocks.append((np.zeros((n, 0), np.uint8), None))
+    for name in PRETRAINING_FEATURE_ORDER:
+        if name in _FLOAT_FEATURES:
+            weights = (np.arange(M)[None, :] < num_masked[:, None]).astype("<f4")
+            payload = (weights.view(np.uint8).reshape(n, 4 * M), None)
+            size = np.full(n, 4 * M, np.int64)
+        else:
+            payload = _varint_columns(cols[name])
+            size = payload[1].sum(1, dtype=np.int64) if payload[1] is not None else np.full(n, payload[0].shape[1])
+        list_len = 1 + _varint_sizes(size) + size
+        body_len = 1 + _varint_sizes(list_len) + list_len
+        key = name.encode("utf-8")
+        entry_len = 2 + len(key) + 1 + _varint_sizes(body_len) + body_len
+        features_len += 1 + _varint_sizes(entry_len) + entry_len
+        const(b"\x0a")
+        varint_block(entry_len)
+        const(b"\x0a" + bytes([len(key)]) + key + b"\x12")
+        varint_block(body_len)
+        const(b"\x12" if name in _FLOAT_FEATURES else b"\x1a")
+        varint_block(list_len)
+        const(b"\x0a")
+        varint_block(size)
+        blocks.append(payload)
+    blocks.append((np.zeros((n, 4), np.uint8), None))  # the data checksum
+    blocks[outer_at] = _varint_columns(features_len.reshape(n, 1))
+    data_len = 1 + _varint_sizes(features_len) + features_len
+    # frame header: uint64 length and its masked CRC; few distinct lengths, so one checksum per distinct length
+    distinct, inverse = np.unique(data_len, return_inverse=True)
+    header = np.empty((n, 12), np.uint8)
+    header[:, :8] = data_len.astype("<u8").view(np.uint8).reshape(n, 8)
+    crcs = np.array([masked_crc32c(struct.pack("<Q", int(x))) for x in distinct], "<u4")
+    header[:, 8:] = crcs[inverse].view(np.uint8).reshape(n, 4)
+    blocks[head_at] = (header, None)
+
+    width = sum(b.shape[1] for b, _ in blocks)
+    matrix = np.empty((n, width), np.uint8)  # (N, width): the records' bytes, used ones marked in `keep`
+    keep = np.ones((n, width), bool)
+    at = 0
+    for b, k in blocks:
+        matrix[:, at : at + b.shape[1]] = b
+        if k is not None:
+            keep[:, at : at + b.shape[1]] = k
+        at += b.shape[1]
+    buf = matrix[keep]
+    ends = np.cumsum(data_len + 16)
+    starts = ends - data_len - 16
+    data = buf.tobytes()  # (the C checksum takes bytes only)
+    crc = np.fromiter((crc32c(data[a:b]) for a, b in zip((starts + 12).tolist(), (ends - 4).tolist())), np.uint64, n)
+    masked_crc = ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+    at = (ends - 4)[:, None] + np.arange(4)
+    buf[at] = masked_crc.astype("<u4").view(np.uint8).reshape(n, 4)
+    return buf, ends
+
+
+def pretraining_examples(arrays: dict[str, np.ndarray]) -> list[bytes]:
+    """Serialized Examples, BERT's features, from shard-layout arrays (see nezha.data.shards)."""
+    buf, ends = pretraining_records(arrays)
+    data = buf.tobytes()
+    return [data[e - n + 12 : e - 4] for e, n in zip(ends.tolist(), np.diff(np.concatenate([[0], ends])).tolist())]
 
 
 def write_instances_tfrecord(
-    arrays: dict[str, np.ndarray], outputs: Sequence[str | os.PathLike], chunk: int = 4096
+    arrays: dict[str, np.ndarray], outputs: Sequence[str | os.PathLike], chunk: int = 8192
 ) -> None:
     """Write instances round-robin over ``outputs`` (as the original script does), each file atomically."""
     if not outputs:
@@ -392,15 +491,27 @@ def write_instances_tfrecord(
     try:
         n = len(arrays["lengths"])
         for start in range(0, n, chunk):
-            part = {k: v[start : start + chunk] for k, v in arrays.items()}
-            for j, rec in enumerate(pretraining_examples(part)):
-                writers[(start + j) % len(writers)].write(rec)
+            buf, ends = pretraining_records({k: v[start : start + chunk] for k, v in arrays.items()})
+            write_round_robin(buf, ends, [w.write_framed for w in writers], start)
     except BaseException:
         for w in writers:
             w.abort()
         raise
     for w in writers:
         w.close()
+
+
+def write_round_robin(buf: np.ndarray, ends: np.ndarray, writes: Sequence, first_index: int = 0) -> None:
+    """Framed records ``buf`` (ending at ``ends``) to ``writes[(first_index + i) % len(writes)]``, in order."""
+    k = len(writes)
+    if k == 1:
+        writes[0](memoryview(buf))
+        return
+    view = memoryview(buf)
+    starts = np.concatenate([[0], ends[:-1]]).tolist()
+    for p in range(k):
+        rows = range((p - first_index) % k, len(ends), k)
+        writes[p](b"".join(view[starts[i] : int(ends[i])] for i in rows))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Written from the algorithm's description (not a copy): a Python BasicTokenizer + greedy longest-match WordPiece,
 one ``random.Random`` threaded through reading, pairing and masking, instances kept as lists of token strings,
-then padded into the original feature lists and written as TFRecord with a pure-Python ``tf.train.Example``
-encoder and a table-driven CRC32C (the original needs TensorFlow for that last step).
+then padded into the original features and written as TFRecord at native speed (nezha's vectorized writer with C
+checksums, in place of the TensorFlow C++ writer the original uses).
 Whole word masking follows Google's WWM: non-initial pieces of a word (jieba words for Chinese) are grouped with
 the word's first piece; each piece is still predicted on its own.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import struct
 import time
 import unicodedata
 
@@ -223,80 +222,35 @@ def create_instances_from_document(docs, di, max_seq_length, short_seq_prob, mlm
     return instances
 
 
-# -- TFRecord output (pure Python) -----------------------------------------------------------------------------
-def _crc_table():
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-CRC_TABLE = _crc_table()
-
-
-def masked_crc(data):
-    c = 0xFFFFFFFF
-    for byte in data:
-        c = CRC_TABLE[(c ^ byte) & 0xFF] ^ (c >> 8)
-    c ^= 0xFFFFFFFF
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def varint(v):
-    v &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def ld(field, payload):
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
-
-
-def example(features):
-    entries = b""
-    for name, (kind, values) in features.items():
-        if kind == "int":
-            feat = ld(3, ld(1, b"".join(varint(v) for v in values)) if values else b"")
-        else:
-            feat = ld(2, ld(1, struct.pack(f"<{len(values)}f", *values)) if values else b"")
-        entries += ld(1, ld(1, name.encode()) + ld(2, feat))
-    return ld(1, entries)
-
-
+# -- TFRecord output (native speed) ----------------------------------------------------------------------------
 def write_instances(instances, tokenizer, max_seq_length, max_pred, path):
-    with open(path, "wb") as f:
-        for tokens, segment_ids, is_random_next, pos, labels in instances:
-            input_ids = [tokenizer.vocab[t] for t in tokens]
-            input_mask = [1] * len(input_ids)
-            pad = max_seq_length - len(input_ids)
-            input_ids += [0] * pad
-            input_mask += [0] * pad
-            segment_ids = segment_ids + [0] * pad
-            label_ids = [tokenizer.vocab[t] for t in labels]
-            weights = [1.0] * len(label_ids)
-            mpad = max_pred - len(pos)
-            feats = {
-                "input_ids": ("int", input_ids),
-                "input_mask": ("int", input_mask),
-                "segment_ids": ("int", segment_ids),
-                "masked_lm_positions": ("int", pos + [0] * mpad),
-                "masked_lm_ids": ("int", label_ids + [0] * mpad),
-                "masked_lm_weights": ("float", weights + [0.0] * mpad),
-                "next_sentence_labels": ("int", [1 if is_random_next else 0]),
-            }
-            data = example(feats)
-            header = struct.pack("<Q", len(data))
-            f.write(header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data)))
+    """Pad the instances into the original features and write them with nezha's vectorized TFRecord writer (C
+    checksums), standing in for TensorFlow's C++ writer that the original uses: a pure-Python writer would make
+    this baseline several seconds slower than the original and overstate every speed-up measured against it."""
+    import numpy as np
+
+    from nezha.data.tfrecord import write_instances_tfrecord
+
+    n = len(instances)
+    arrays = {
+        "input_ids": np.zeros((n, max_seq_length), np.int32),
+        "segment_ids": np.zeros((n, max_seq_length), np.int8),
+        "lengths": np.zeros(n, np.int32),
+        "masked_lm_positions": np.zeros((n, max_pred), np.int32),
+        "masked_lm_ids": np.zeros((n, max_pred), np.int32),
+        "num_masked": np.zeros(n, np.int32),
+        "next_sentence_labels": np.zeros(n, np.int8),
+    }
+    vocab = tokenizer.vocab
+    for i, (tokens, segment_ids, is_random_next, pos, labels) in enumerate(instances):
+        arrays["input_ids"][i, : len(tokens)] = [vocab[t] for t in tokens]
+        arrays["segment_ids"][i, : len(tokens)] = segment_ids
+        arrays["lengths"][i] = len(tokens)
+        arrays["masked_lm_positions"][i, : len(pos)] = pos
+        arrays["masked_lm_ids"][i, : len(pos)] = [vocab[t] for t in labels]
+        arrays["num_masked"][i] = len(pos)
+        arrays["next_sentence_labels"][i] = int(is_random_next)
+    write_instances_tfrecord(arrays, [path])
 
 
 def main(argv=None):

@@ -309,16 +309,18 @@ def mask_pairs(
 
 
 def _replace(input_ids: np.ndarray, rows: np.ndarray, cols: np.ndarray, cfg: MaskingConfig, rng: np.random.Generator):
-    """BERT's 80% [MASK] / 10% random id / 10% unchanged at the chosen positions: (new ids, #[MASK], #random)."""
-    u = rng.random(len(rows))
-    v = rng.random(len(rows))
-    random_ids = rng.integers(0, cfg.vocab_size, len(rows), dtype=np.int64)
+    """BERT's 80% [MASK] / 10% random id / 10% unchanged at the chosen positions: (new ids, #[MASK], #random).
+
+    One uniform per position decides (below 0.8: [MASK]; from 0.9: a random id), the same probabilities as BERT's
+    two draws; random ids are drawn only for the positions that get one."""
+    u = rng.random(len(rows), dtype=np.float32)
     to_mask = u < MASK_PROB
-    to_random = (u >= MASK_PROB) & (v >= KEEP_PROB_OF_REST)
+    to_random = u >= MASK_PROB + (1 - MASK_PROB) * KEEP_PROB_OF_REST
+    random_ids = rng.integers(0, cfg.vocab_size, int(to_random.sum()), dtype=np.int32)
     out = input_ids.copy()
     out[rows[to_mask], cols[to_mask]] = cfg.mask_id
-    out[rows[to_random], cols[to_random]] = random_ids[to_random]
-    return out, int(to_mask.sum()), int(to_random.sum())
+    out[rows[to_random], cols[to_random]] = random_ids
+    return out, int(to_mask.sum()), len(random_ids)
 
 
 def _choose_units(unit_len: np.ndarray, budget: np.ndarray, top: int, rng: np.random.Generator) -> np.ndarray:

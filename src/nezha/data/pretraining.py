@@ -348,7 +348,7 @@ def read_window(window: Window, paths: Sequence[Path], args: PrepareArgs, stats:
         numbers.append(np.arange(piece.first_line, piece.first_line + n) if number is None else number)
     text = "\n".join(texts)
     cps = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-    line_of_char = np.cumsum(cps == 10)  # (C,) line index of each character (a newline counts to the next line)
+    line_of_char = np.cumsum(cps == 10, dtype=np.int32)  # (C,) line of each character
     n_lines = int(line_of_char[-1]) + 1 if len(cps) else 1
     blank = np.bincount(line_of_char[~_is_space()[cps]], minlength=n_lines) == 0  # (n_lines,)
     starts_doc = ~blank & np.concatenate([[True], blank[:-1]])

@@ -385,13 +385,21 @@ class NezhaTokenizer:
         # (T_runs,) index into the distinct runs' tokens: u_first[kind] + 0..count-1 for each run, in run order
         rank = np.arange(int(per_run.sum())) - np.repeat(np.cumsum(per_run) - per_run, per_run)
         src = np.repeat(u_first[run_kind], per_run) + rank
-        base = np.repeat(run_start, per_run)
-        fast_pos = np.flatnonzero(fast)
-        pos = np.concatenate([fast_pos, base + u_offs[src, 0]])
-        end = np.concatenate([fast_pos + 1, base + u_offs[src, 1]])
-        ids = np.concatenate([ids_at[fast_pos], u_ids[src]]).astype(np.int32)
-        order = np.argsort(pos, kind="stable")  # tokens of one run keep their order (distinct starts)
-        return ids[order], pos[order], end[order]
+        run_pos = np.repeat(run_start, per_run) + u_offs[src, 0]  # (T_runs,) first character of each run token
+        run_end = np.repeat(run_start, per_run) + u_offs[src, 1]
+        if (np.diff(run_pos) <= 0).any():  # tokens sharing a character (e.g. a Hangul syllable split into jamo)
+            fast_pos = np.flatnonzero(fast)
+            pos = np.concatenate([fast_pos, run_pos])
+            order = np.argsort(pos, kind="stable")  # tokens of one run keep their order
+            end = np.concatenate([fast_pos + 1, run_end])
+            return np.concatenate([ids_at[fast_pos], u_ids[src]]).astype(np.int32)[order], pos[order], end[order]
+        # every token marked at its first character (starts are distinct here), so text order needs no sort
+        id_at = np.where(fast, ids_at, -1)  # (C,) int32
+        id_at[run_pos] = u_ids[src]
+        len_at = fast.astype(np.int32)  # (C,) characters of the token starting here
+        len_at[run_pos] = run_end - run_pos
+        pos = np.flatnonzero(id_at >= 0)
+        return id_at[pos], pos, pos + len_at[pos]
 
     def _direct_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(direct id per code point or -1, is-combining-mark, is-whitespace) tables, built once per tokenizer."""

@@ -60,8 +60,6 @@ def test_compiled_attention_matches_eager():
     dynamo.reset()
 
 
-@pytest.mark.xfail(strict=True, reason="modeling.py _check_inputs reads int(input_ids.min()/max()) (a .item() host "
-                                       "sync, two graph breaks); attention itself is break-free (tests above)")
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("head", HEADS)
 def test_model_has_no_graph_breaks(head, train):

@@ -312,7 +312,10 @@ def _check_inputs(
 ) -> None:
     """Turn silent wrong answers and deep index errors into a ValueError that says what is wrong.
 
-    Skipped while a graph is exported: the checks read tensor values, which an exported graph cannot do.
+    Shapes and dtypes are always checked. Value ranges are read only from CPU tensors in eager mode: reading them
+    from a GPU tensor would stall the device on every forward, and inside ``torch.compile`` it would break the
+    graph (the data pipelines check token ids on the host before batches reach the device). Skipped while a graph is
+    exported: an exported graph cannot read tensor values.
     """
     if torch.compiler.is_exporting() or torch.jit.is_tracing():
         return
@@ -320,7 +323,8 @@ def _check_inputs(
         raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
     if input_ids.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
-    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
+    values = input_ids.device.type == "cpu" and not torch.compiler.is_compiling()
+    if values and input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
         raise ValueError(
             f"input_ids must be in [0, {config.vocab_size}) (the config's vocab_size), got values in "
             f"[{int(input_ids.min())}, {int(input_ids.max())}]: is the vocab.txt the one this model was trained with?"
@@ -328,7 +332,7 @@ def _check_inputs(
     for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
         if t is not None and t.shape != input_ids.shape:
             raise ValueError(f"{name} must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(t.shape)}")
-    if token_type_ids is not None and token_type_ids.numel():
+    if values and token_type_ids is not None and token_type_ids.numel():
         if int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= config.type_vocab_size:
             raise ValueError(
                 f"token_type_ids must be in [0, {config.type_vocab_size}), got max {int(token_type_ids.max())}"

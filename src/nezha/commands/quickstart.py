@@ -51,9 +51,9 @@ class Plan:
     eval_examples: int  # held-out reviews / NER sentences evaluated
 
 
-FULL = Plan(news_sentences=0, reviews=12000, vocab_size=8000, max_seq_length=64, pretrain_steps=1250,
+FULL = Plan(news_sentences=0, reviews=12000, vocab_size=8000, max_seq_length=64, pretrain_steps=3000,
             pretrain_batch=32, pretrain_lr=2e-3, labelled=(100, 300, 1000), headline=300, seeds=3, finetune_batch=16,
-            finetune_epochs=8, min_steps=150, max_steps=250, finetune_lr=5e-4, eval_examples=500)
+            finetune_epochs=10, min_steps=250, max_steps=400, finetune_lr=5e-4, eval_examples=500)
 # Sentiment from a tiny model sits at the majority class (loss ln 2) for its first ~100 steps whatever the
 # initialisation, so every run gets at least ~150 steps; lr 1e-3 made that plateau last longer.
 FAST = Plan(news_sentences=1500, reviews=1200, vocab_size=4000, max_seq_length=64, pretrain_steps=60,

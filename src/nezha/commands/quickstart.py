@@ -56,9 +56,9 @@ FULL = Plan(news_sentences=0, reviews=12000, vocab_size=8000, max_seq_length=64,
             finetune_epochs=10, min_steps=250, max_steps=400, finetune_lr=5e-4, eval_examples=500)
 # Sentiment from a tiny model sits at the majority class (loss ln 2) for its first ~100 steps whatever the
 # initialisation, so every run gets at least ~150 steps; lr 1e-3 made that plateau last longer.
-FAST = Plan(news_sentences=1500, reviews=1200, vocab_size=4000, max_seq_length=64, pretrain_steps=60,
-            pretrain_batch=16, pretrain_lr=2e-3, labelled=(300, 1000), headline=1000, seeds=1, finetune_batch=16,
-            finetune_epochs=3.2, min_steps=60, max_steps=200, finetune_lr=5e-4, eval_examples=200)
+FAST = Plan(news_sentences=1500, reviews=1200, vocab_size=4000, max_seq_length=64, pretrain_steps=300,
+            pretrain_batch=32, pretrain_lr=2e-3, labelled=(300, 1000), headline=1000, seeds=1, finetune_batch=16,
+            finetune_epochs=6.4, min_steps=150, max_steps=400, finetune_lr=5e-4, eval_examples=200)
 SENTENCES_PER_DOCUMENT = 8  # People's Daily lines carry no article boundaries; group neighbours into documents
 
 

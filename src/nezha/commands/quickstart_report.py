@@ -166,7 +166,7 @@ def write_report(out: Path, s: dict, *, header: list[str], recipe: str, commands
         f"| MLM accuracy (train, last logged steps) | {p['mlm_acc']:.3f} |",
         f"| MLM accuracy (held-out 5% of the text) | {_fmt(p['eval_mlm_acc'])} |",
         f"| unigram baseline MLM accuracy (always the most frequent token) | {p['unigram_mlm_acc']:.3f} |",
-        f"| training speed (sequences/s) | {_fmt(p['seq_per_s'])} |",
+        f"| training speed (sequences/s) | {p['seq_per_s'] or 0:.0f} |",
         "",
         "![pretraining curves](pretrained/metrics.png)",
         "",

@@ -25,6 +25,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nezha.io.text import read_utf8
+
 T = TypeVar("T")
 
 
@@ -111,12 +113,7 @@ def load_settings_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config: file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
+    text = read_utf8(path)
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml

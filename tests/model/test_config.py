@@ -77,5 +77,5 @@ def test_missing_and_malformed_files(tmp_path):
 def test_config_json_with_invalid_utf8_names_the_file(tmp_path):
     path = tmp_path / "config.json"
     path.write_bytes(b'{"hidden_size": 768, "name": "\xff\xfe"}')
-    with pytest.raises(ValueError, match=r"config\.json: not valid UTF-8"):
+    with pytest.raises(ValueError, match=r"config\.json:1: not valid UTF-8"):
         NezhaConfig.from_json(path)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nezha.io.text import read_utf8
 from nezha.settings import add_dataclass_arguments, arg, dataclass_from_namespace
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -43,10 +44,9 @@ def people_daily_sentences(path: Path | None = None) -> list[str]:
         raise FileNotFoundError(f"corpus not found: {path}")
     try:
         tagged = read_tagged_sentences(path)
-    except UnicodeDecodeError as e:  # read_tagged_sentences decodes the whole file, so e.start is a file offset
-        raw = path.read_bytes()
-        line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
+    except UnicodeDecodeError:  # read_tagged_sentences decodes the whole file: name the line
+        read_utf8(path)
+        raise
     texts = ("".join(w for w, _ in sent) for sent in tagged)
     sentences = [t for t in texts if len(t) >= 8]
     if len(sentences) < BATCH + HELD_OUT:

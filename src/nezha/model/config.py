@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nezha.io.text import read_utf8
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh", "silu", "swish")
 ATTENTION_BACKENDS = ("auto", "eager", "triton")
 
@@ -148,12 +150,11 @@ class NezhaConfig:
             path = path / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
+        text = read_utf8(path)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not valid UTF-8 (byte {e.start})") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a JSON object")
         return cls.from_dict(raw, source=str(path))

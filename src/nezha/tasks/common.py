@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from nezha.io.text import read_utf8
 from nezha.settings import arg, dataclass_from_settings
 
 TASKS = ("classification", "ner", "mrc")
@@ -86,12 +87,7 @@ def read_text(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x}); save it as UTF-8") from None
+    return read_utf8(path)
 
 
 def text_lines(path: str | os.PathLike, newline: str | None = None) -> io.StringIO:

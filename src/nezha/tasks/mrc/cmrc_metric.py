@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nezha.io.text import read_utf8
+
 logger = logging.getLogger("nezha")
 
 # The official punctuation list, in its order. "……" is two characters and so never matches a single character.
@@ -256,12 +258,7 @@ def evaluate(dataset: dict | list, predictions: dict, source: str = "dataset",
 def _load_json(path: Path, what: str):
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: {what} file is not valid UTF-8 (byte {raw[e.start]:#04x})") from None
+    text = read_utf8(path, f"{what} file")
     if not text.strip():
         raise ValueError(f"{path}: {what} file is empty")
     try:

@@ -38,9 +38,9 @@ from nezha.data.masking import MaskingConfig, candidate_units, create_masked_lm_
 from nezha.data.pretraining import (
     PrepareArgs,
     TokenizedCorpus,
-    _segmenter,
     build_pair_arrays,
     document_rng,
+    load_segmenter,
     original_tokenizer,
     pair_document,
     shuffle_documents,
@@ -257,7 +257,7 @@ def _segmenter_name(settings: TextDataSettings) -> str | None:
         return None
     if settings.pre_segmented:
         return "whitespace"
-    return _segmenter(settings.segmenter)[0]
+    return load_segmenter(settings.segmenter)[0]
 
 
 def cache_folder(paths: Sequence[Path], settings: TextDataSettings, cache_root: Path, vocab: Sequence[str]) -> Path:

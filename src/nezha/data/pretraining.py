@@ -168,7 +168,7 @@ class Lines:
         return f"{paths[int(self.file[k])]}:{int(self.number[k])}"
 
 
-def _segmenter(name: str) -> tuple[str, Callable[[str], np.ndarray]]:
+def load_segmenter(name: str) -> tuple[str, Callable[[str], np.ndarray]]:
     """(resolved name, function text -> sorted character offsets where words begin).
 
     The text may be many lines joined by ``\\n``: jieba never joins characters across whitespace, so the words are
@@ -187,6 +187,15 @@ def _segmenter(name: str) -> tuple[str, Callable[[str], np.ndarray]]:
     jieba.setLogLevel(logging.WARNING)
     jieba.initialize()
     return "jieba", functools.partial(_word_starts, lambda text: list(jieba.cut(text)))
+
+
+def word_segmenter(args: PrepareArgs) -> tuple[str | None, Callable[[str], np.ndarray] | None]:
+    """(name, word starts function) for whole word masking under ``args``; (None, None) without it."""
+    if not args.do_whole_word_mask:
+        return None, None
+    if args.pre_segmented:
+        return "whitespace (--pre_segmented)", _whitespace_word_starts
+    return load_segmenter(args.segmenter)
 
 
 def _word_starts(cut: Callable[[str], list[str]], text: str, part: int = 1 << 20) -> np.ndarray:
@@ -297,13 +306,7 @@ def tokenize_corpus(
 ) -> TokenizedCorpus:
     """Phase 1 for documents read into memory: every document's sentences to ids (empty-token sentences and
     documents dropped, as BERT does)."""
-    stats["segmenter"] = None
-    segment = None
-    if args.do_whole_word_mask:
-        if args.pre_segmented:
-            stats["segmenter"], segment = "whitespace (--pre_segmented)", _whitespace_word_starts
-        else:
-            stats["segmenter"], segment = _segmenter(args.segmenter)
+    stats["segmenter"], segment = word_segmenter(args)
     texts, doc, file, number = [], [], [], []
     for k, d in enumerate(docs):
         if k:
@@ -1022,12 +1025,7 @@ def prepare(args: PrepareArgs) -> dict:
     t0 = time.perf_counter()
     tokenizer = original_tokenizer(args.vocab_file, args.do_lower_case)
     paths = expand_input_files(args.input_file)
-    segmenter, segment = None, None
-    if args.do_whole_word_mask:
-        if args.pre_segmented:
-            segmenter, segment = "whitespace (--pre_segmented)", _whitespace_word_starts
-        else:
-            segmenter, segment = _segmenter(args.segmenter)
+    segmenter, segment = word_segmenter(args)
     tokenizer._direct_tables()  # tables built once, before any worker forks
     _continuation_table(tokenizer)
     out = _Output(args)

@@ -52,7 +52,6 @@ class ReadStats:
     invalid_utf8_lines: int = 0
     documents: int = 0
     sentences: int = 0
-    skipped_documents: int = 0  # not in this --shard_index
     problems: list[str] = field(default_factory=list)
 
     def report(self, kind_count: int, message: str) -> None:
@@ -85,22 +84,10 @@ def iter_lines(path: Path, stats: ReadStats, skip_invalid: bool = False) -> Iter
                 stats.report(stats.invalid_utf8_lines, f"{where}: line skipped")
 
 
-def read_documents(
-    paths: Sequence[Path],
-    *,
-    skip_invalid_lines: bool = False,
-    num_shards: int = 1,
-    shard_index: int = 0,
-    stats: ReadStats | None = None,
-) -> list[Document]:
-    """Documents of all files in order; each file starts a new document (BERT's reader lets one run on).
-
-    With ``num_shards > 1`` only documents ``j`` with ``j % num_shards == shard_index`` (in reading order) are kept,
-    so machines can split one corpus without coordination.
-    """
+def read_documents(paths: Sequence[Path], *, stats: ReadStats | None = None) -> list[Document]:
+    """Documents of all files in order; each file starts a new document (BERT's reader lets one run on)."""
     stats = stats if stats is not None else ReadStats()
     docs: list[Document] = []
-    doc_counter = 0
     for fi, path in enumerate(paths):
         stats.files += 1
         if os.path.getsize(path) == 0:
@@ -111,18 +98,14 @@ def read_documents(
         cur_nums: list[int] = []
 
         def close(fi: int = fi) -> None:
-            nonlocal doc_counter, cur_lines, cur_nums
+            nonlocal cur_lines, cur_nums
             if cur_lines:
-                if doc_counter % num_shards == shard_index:
-                    docs.append(Document(fi, cur_nums, cur_lines))
-                    stats.documents += 1
-                    stats.sentences += len(cur_lines)
-                else:
-                    stats.skipped_documents += 1
-                doc_counter += 1
+                docs.append(Document(fi, cur_nums, cur_lines))
+                stats.documents += 1
+                stats.sentences += len(cur_lines)
             cur_lines, cur_nums = [], []
 
-        for lineno, line in iter_lines(path, stats, skip_invalid_lines):
+        for lineno, line in iter_lines(path, stats):
             line = line.strip()
             if not line:
                 close()

@@ -15,7 +15,7 @@ People's Daily, review and CMRC 2018 corpora (tests/data/test_tokenization.py). 
 and separators to Python's ``str.split``: both split there, so the vocab's U+2028 entries (ids 343 and 13502)
 are unreachable on either side, as in BERT.
 
-:meth:`NezhaTokenizer.encode_flat` is the fast path for pretraining data: characters BERT isolates and no
+:meth:`NezhaTokenizer.encode_text` is the fast path for pretraining data: characters BERT isolates and no
 normalization changes map straight to ids, and only the runs between them go through Rust.
 
 The original Google BERT / NEZHA ``FullTokenizer`` (what ``create_pretraining_data.py`` uses, and so

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from nezha.data.corpus import Document, ReadStats, iter_lines, read_documents
-from nezha.data.masking import MaskingConfig, candidate_units, create_masked_lm_predictions, mask_batch
+from nezha.data.masking import MaskingConfig, mask_batch, mask_ngram_batch
 from nezha.data.pretraining import (
     PrepareArgs,
     TokenizedCorpus,
@@ -346,33 +346,18 @@ class DynamicMaskedText:
             raise IndexError(f"instance index out of range [0, {len(self)})")
         rows = {name: np.asarray(a[indices]) for name, a in self.arrays.items()}
         rng = self.batch_rng(indices, epoch)
+        inputs = rows["input_ids"], rows["lengths"], rows["candidates"], rows["unit_starts"], self.masking
         if self.masking.max_ngram == 1:
-            m = mask_batch(rows["input_ids"], rows["lengths"], rows["candidates"], rows["unit_starts"], self.masking,
-                           rng)
-            ids, positions, labels, num = m.input_ids, m.positions, m.labels, m.num_masked
+            m = mask_batch(*inputs, rng)
         else:
-            ids, positions, labels, num = self._mask_ngrams(rows, random.Random(int(rng.integers(2**63))))
+            m = mask_ngram_batch(*inputs, random.Random(int(rng.integers(2**63))))
+        ids, positions, labels, num = m.input_ids, m.positions, m.labels, m.num_masked
         L, M = ids.shape[1], positions.shape[1]
         return {"input_ids": ids, "segment_ids": rows["segment_ids"], "lengths": rows["lengths"],
                 "masked_lm_positions": positions, "masked_lm_ids": labels, "num_masked": num,
                 "next_sentence_labels": rows["next_sentence_labels"],
                 "input_mask": (np.arange(L)[None, :] < rows["lengths"][:, None]).astype(np.int8),
                 "masked_lm_weights": (np.arange(M)[None, :] < num[:, None]).astype(np.float32)}
-
-    def _mask_ngrams(self, rows: dict, rng: random.Random) -> tuple[np.ndarray, ...]:
-        """N-gram spans over words, one instance at a time (BERT's greedy span choice)."""
-        n, M = len(rows["lengths"]), self.masking.max_predictions_per_seq
-        ids = rows["input_ids"].copy()
-        positions, labels, num = np.zeros((n, M), np.int32), np.zeros((n, M), np.int32), np.zeros(n, np.int32)
-        for i in range(n):
-            length = int(rows["lengths"][i])
-            units = candidate_units((~rows["candidates"][i, :length]).tolist(),
-                                    rows["unit_starts"][i, :length].tolist())
-            res = create_masked_lm_predictions(ids[i, :length].tolist(), units, self.masking, rng)
-            k = len(res.positions)
-            ids[i, :length] = res.input_ids
-            positions[i, :k], labels[i, :k], num[i] = res.positions, res.labels, k
-        return ids, positions, labels, num
 
 
 def open_text_data(paths: Sequence[Path], settings: TextDataSettings, cache_root: Path,

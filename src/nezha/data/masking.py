@@ -251,6 +251,33 @@ def mask_batch(
     return MaskedBatch(out, positions, labels, counts.astype(np.int32), n_mask, n_random, multi)
 
 
+def mask_ngram_batch(
+    input_ids: np.ndarray,
+    lengths: np.ndarray,
+    candidates: np.ndarray,
+    unit_starts: np.ndarray,
+    cfg: MaskingConfig,
+    rng: random.Random,
+) -> MaskedBatch:
+    """n-gram (span) masking of N instances, one at a time (the greedy over spans does not vectorize): the
+    arrays of :func:`mask_batch`, each row through :func:`create_masked_lm_predictions`."""
+    n, M = len(lengths), cfg.max_predictions_per_seq
+    out = input_ids.copy()
+    positions, labels = np.zeros((n, M), np.int32), np.zeros((n, M), np.int32)
+    num_masked = np.zeros(n, np.int32)
+    n_mask = n_random = n_multi = 0
+    for i in range(n):
+        k = int(lengths[i])
+        units = candidate_units((~candidates[i, :k]).tolist(), unit_starts[i, :k].tolist())
+        res = create_masked_lm_predictions(input_ids[i, :k].tolist(), units, cfg, rng)
+        out[i, :k] = res.input_ids
+        c = len(res.positions)
+        positions[i, :c], labels[i, :c], num_masked[i] = res.positions, res.labels, c
+        n_mask, n_random = n_mask + res.num_mask_token, n_random + res.num_random
+        n_multi += res.num_in_multi_piece_units
+    return MaskedBatch(out, positions, labels, num_masked, n_mask, n_random, n_multi)
+
+
 def _floyd(n_cand: np.ndarray, k: np.ndarray, max_k: int, rng: np.random.Generator) -> np.ndarray:
     """(K, N) int32: a uniformly random subset of ``k[i]`` of the ranks ``0 .. n_cand[i]-1`` per row, -1 padded.
 

@@ -38,14 +38,7 @@ import numpy as np
 
 from nezha.data import shards, tfrecord
 from nezha.data.corpus import WHITESPACE, Document, Piece, ReadStats, Window, expand_input_files, iter_windows
-from nezha.data.masking import (
-    MaskedBatch,
-    MaskingConfig,
-    candidate_units,
-    create_masked_lm_predictions,
-    mask_batch,
-    mask_pairs,
-)
+from nezha.data.masking import MaskingConfig, mask_batch, mask_ngram_batch, mask_pairs
 from nezha.data.tokenization import ORIGINAL_MAX_CHARS_PER_WORD, NezhaTokenizer, load_vocab
 from nezha.io.atomic import atomic_write_text
 from nezha.settings import arg
@@ -662,7 +655,8 @@ def window_instances(
         built = build_pair_arrays(corpus, pairs[b : b + BATCH], args.max_seq_length, tokenizer.cls_id,
                                   tokenizer.sep_id, units=units)
         if py_rng is not None:
-            m = _mask_ngrams(built, masking, py_rng)
+            m = mask_ngram_batch(built["input_ids"], built["lengths"], built["candidates"], built["unit_starts"],
+                                 masking, py_rng)
         elif units:
             m = mask_batch(built["input_ids"], built["lengths"], built["candidates"], built["unit_starts"], masking,
                            rng)
@@ -697,26 +691,6 @@ def _check_documents(corpus: TokenizedCorpus, args: PrepareArgs, where: str) -> 
             f"{where or '--input_file=' + args.input_file}: {corpus.num_documents} document(s) with text; random "
             "next sentences need at least 2 (separate documents with a blank line)"
         )
-
-
-def _mask_ngrams(built: dict, masking: MaskingConfig, rng: random.Random) -> MaskedBatch:
-    """n-gram (span) masking, one instance at a time (the greedy over spans does not vectorize)."""
-    ids, lengths = built["input_ids"], built["lengths"]
-    n, M = len(lengths), masking.max_predictions_per_seq
-    out = ids.copy()
-    positions, labels = np.zeros((n, M), np.int32), np.zeros((n, M), np.int32)
-    num_masked = np.zeros(n, np.int32)
-    n_mask = n_random = n_multi = 0
-    for i in range(n):
-        k = int(lengths[i])
-        units = candidate_units((~built["candidates"][i, :k]).tolist(), built["unit_starts"][i, :k].tolist())
-        res = create_masked_lm_predictions(ids[i, :k].tolist(), units, masking, rng)
-        out[i, :k] = res.input_ids
-        c = len(res.positions)
-        positions[i, :c], labels[i, :c], num_masked[i] = res.positions, res.labels, c
-        n_mask, n_random = n_mask + res.num_mask_token, n_random + res.num_random
-        n_multi += res.num_in_multi_piece_units
-    return MaskedBatch(out, positions, labels, num_masked, n_mask, n_random, n_multi)
 
 
 def create_instance_arrays(

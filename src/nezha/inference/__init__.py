@@ -19,6 +19,7 @@ a pretrained folder gives fill-mask. Results equal ``nezha predict`` on the same
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from nezha.inference.pipelines import (
@@ -56,9 +57,9 @@ def pipeline(
         batch_size: rows per forward pass (default: the fine-tuning evaluation batch size, else 32).
         top_k: fill-mask candidates per ``[MASK]``.
     """
-    from nezha.data.tokenization import NezhaTokenizer
     from nezha.inference.runtime import OnnxRunner, TorchRunner, resolve_device
     from nezha.model.config import NezhaConfig
+    from nezha.tasks.finetuned import folder_tokenizer, load_task
 
     model_dir = Path(model_dir)
     if backend not in BACKENDS:
@@ -68,24 +69,25 @@ def pipeline(
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: no config.json (not a model folder)")
     config = NezhaConfig.from_json(model_dir / "config.json")
-    settings = dict(config.extra.get("finetune") or {})
-    task = settings.get("task", "fill-mask")
+    task = (config.extra.get("finetune") or {}).get("task", "fill-mask")
     if task not in PIPELINES:
         raise ValueError(f"{model_dir}/config.json: unknown task {task!r} in extra.finetune")
     if task == "fill-mask":
+        from nezha.model.modeling import NezhaForMaskedLM
+
         settings = {"task": task, "max_seq_length": config.max_position_embeddings, "do_lower_case": True}
-    vocab = model_dir / "vocab.txt"
-    if not vocab.is_file():
-        raise FileNotFoundError(f"{model_dir}: no vocab.txt")
-    tokenizer = NezhaTokenizer.from_file(vocab, do_lower_case=settings.get("do_lower_case", True))
-    labels = [config.id2label[i] for i in range(config.num_labels)] if task in ("classification", "ner") else None
-    if labels is not None and not config.id2label:
-        raise ValueError(f"{model_dir}/config.json: no id2label for the {task} labels")
+        tokenizer, labels, model_class = folder_tokenizer(model_dir, True), None, NezhaForMaskedLM
+    else:  # the task's own settings, tokenizer, labels and head class, as `nezha predict` loads them
+        finetuned = load_task(model_dir, config)
+        if finetuned.labels is None and task != "mrc":
+            raise ValueError(f"{model_dir}/config.json: no id2label for the {task} labels")
+        settings, tokenizer, labels = asdict(finetuned.s), finetuned.tok, finetuned.labels
+        model_class = finetuned.model_class(config)
     dev = resolve_device(device)
     outputs = TASK_OUTPUTS[task][1]
     crf = None
     if backend == "torch":
-        model = _model_class(task, config).from_pretrained(model_dir)
+        model = model_class.from_pretrained(model_dir)
         runner = TorchRunner(model, outputs, dev)
         crf = getattr(model, "crf", None)
     else:
@@ -98,13 +100,3 @@ def pipeline(
     extra = {"crf": crf} if task == "ner" else {"top_k": top_k} if task == "fill-mask" else {}
     return cls(runner, tokenizer, settings, labels, size, **extra)
 
-
-def _model_class(task: str, config):
-    from nezha.model import modeling
-
-    if task == "ner":
-        from nezha.model.crf import token_classifier_class
-
-        return token_classifier_class(config)
-    return {"classification": modeling.NezhaForSequenceClassification, "mrc": modeling.NezhaForQuestionAnswering,
-            "fill-mask": modeling.NezhaForMaskedLM}[task]

@@ -40,21 +40,31 @@ class ModelFolderArgs:
     device: Literal["auto", "cpu", "cuda"] = arg("auto", "auto|cpu|cuda")
 
 
-def load_for_eval(model_dir: str | os.PathLike, device: str = "auto") -> tuple[Task, torch.nn.Module]:
-    """A fine-tuned folder -> (task object, model in eval mode). The task settings come from ``config.json``."""
-    model_dir = Path(model_dir)
-    config = NezhaConfig.from_json(model_dir / "config.json")
+def folder_tokenizer(model_dir: Path, do_lower_case: bool) -> NezhaTokenizer:
+    """The tokenizer over a model folder's ``vocab.txt``."""
+    vocab = model_dir / "vocab.txt"
+    if not vocab.is_file():
+        raise FileNotFoundError(f"{model_dir}: no vocab.txt")
+    return NezhaTokenizer.from_file(vocab, do_lower_case=do_lower_case)
+
+
+def load_task(model_dir: Path, config: NezhaConfig) -> Task:
+    """A fine-tuned folder's task object: the settings stored in ``config.json``, its vocab and its labels."""
     raw = config.extra.get("finetune")
     if not raw:
         raise ValueError(f"{model_dir}: not a fine-tuned folder (config.json has no extra.finetune settings); "
                          "run `nezha finetune` first")
     settings = TaskSettings.from_stored(raw, source=f"{model_dir / 'config.json'} extra.finetune")
-    vocab = model_dir / "vocab.txt"
-    if not vocab.is_file():
-        raise FileNotFoundError(f"{model_dir}: no vocab.txt")
-    tokenizer = NezhaTokenizer.from_file(vocab, do_lower_case=settings.do_lower_case)
+    tokenizer = folder_tokenizer(model_dir, settings.do_lower_case)
     labels = [config.id2label[i] for i in range(config.num_labels)] if config.id2label else None
-    task = make_task(settings, tokenizer, labels)
+    return make_task(settings, tokenizer, labels)
+
+
+def load_for_eval(model_dir: str | os.PathLike, device: str = "auto") -> tuple[Task, torch.nn.Module]:
+    """A fine-tuned folder -> (task object, model in eval mode). The task settings come from ``config.json``."""
+    model_dir = Path(model_dir)
+    config = NezhaConfig.from_json(model_dir / "config.json")
+    task = load_task(model_dir, config)
     model = task.model_class(config).from_pretrained(model_dir)
     dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     return task, model.to(dev).eval()

@@ -149,7 +149,7 @@ def _label_overrides(saved: NezhaConfig, overrides: dict, source: Path) -> dict:
     num_labels, names = overrides.get("num_labels"), overrides.get("id2label")
     if num_labels is not None and names is not None and len(names) != num_labels:
         raise ValueError(f"{source}: from_pretrained got num_labels={num_labels} but id2label has {len(names)} labels")
-    if num_labels is not None and names is None and saved.id2label is not None and len(saved.id2label) != num_labels:
+    if num_labels is not None and names is None and num_labels != saved.num_labels:
         return {**overrides, "id2label": None}
     return overrides
 

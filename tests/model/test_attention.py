@@ -1,4 +1,5 @@
-"""The eager relative attention's band/region decomposition against the NEZHA formula written out in float64."""
+"""The eager relative attention's band/region decomposition against the NEZHA formula written out in float64
+(``dense_reference``: the ``(T, T, D)`` tensor of r_ij, as transformers' NezhaSelfAttention computes it)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,8 @@ import torch
 
 import nezha.model.attention as attn
 from nezha.model.attention import relative_attention
+from nezha.model.kernels.check import dense_reference
 from nezha.model.positions import relative_position_table
-
-
-def naive(q, k, v, table, mask, K, keep=None, p=0.0):
-    """The formula with the (T, T, D) tensor of r_ij (transformers' NezhaSelfAttention does the same)."""
-    T = q.shape[-2]
-    pos = torch.arange(T)
-    r = table[(pos[None, :] - pos[:, None]).clamp(-K, K) + K]  # (T, T, D)
-    scores = (q @ k.transpose(-1, -2) + torch.einsum("bhid,ijd->bhij", q, r)) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores + mask
-    a = scores.softmax(-1)
-    if keep is not None:
-        a = a * keep / (1 - p)
-    return a @ v + torch.einsum("bhij,ijd->bhid", a, r)
 
 
 def _inputs(T, K, D=8, B=2, H=3, seed=0, mask="padding"):
@@ -43,7 +31,7 @@ def _inputs(T, K, D=8, B=2, H=3, seed=0, mask="padding"):
 
 def _check(q, k, v, table, mask, K, tol=1e-10):
     ours = relative_attention(q, k, v, table, mask, max_relative_position=K)
-    ref = naive(q, k, v, table, mask, K)
+    ref = dense_reference(q, k, v, table, mask, max_relative_position=K)
     torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad((ours * g).sum(), (q, k, v)), torch.autograd.grad((ref * g).sum(), (q, k, v))):
@@ -120,7 +108,7 @@ def test_dropout_forward_backward_use_one_mask(recompute, monkeypatch):
     monkeypatch.setattr(attn, "_dropout_keep", spy)
     ours = relative_attention(q, k, v, table, mask, max_relative_position=3, dropout_p=p)
     keep = torch.cat(drawn, 1).view(2, 3, 20, 20).double()
-    ref = naive(q, k, v, table, mask, 3, keep=keep, p=p)
+    ref = dense_reference(q, k, v, table, mask, max_relative_position=3, keep=keep, dropout_p=p)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad((ours * g).sum(), (q, k, v)), torch.autograd.grad((ref * g).sum(), (q, k, v))):

@@ -12,8 +12,6 @@ import torch
 
 from nezha.model.attention import relative_attention as eager_relative_attention
 
-BACKENDS = ("auto", "eager", "triton")
-
 
 @functools.cache
 def _fused_kernel():

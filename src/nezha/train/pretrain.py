@@ -517,7 +517,8 @@ class _Progress:
 def _open_datasets(args: PretrainArgs, info: DistInfo) -> tuple[object, np.ndarray, object | None, np.ndarray]:
     """Training data and instance pool, and evaluation data and indices (--eval_dir, or held out by --eval_fraction).
 
-    Text caches are built by the main process while the others wait, then opened by all.
+    Text caches are built by the main process while the others wait, then opened by the others (the main process
+    keeps what it opened, so the corpus is hashed once).
     """
     def open_data(paths: list[str]):
         files = expand_input_files([p for entry in paths for p in str(entry).split(",")], flag="--input_dir",
@@ -526,10 +527,9 @@ def _open_datasets(args: PretrainArgs, info: DistInfo) -> tuple[object, np.ndarr
             return open_pretraining_data(paths)
         text = args.text_settings()
         cache = Path(args.data_cache_dir or Path(args.output_dir) / "data-cache")
-        if info.is_main:
-            open_pretraining_data(paths, text, cache)
+        opened = open_pretraining_data(paths, text, cache) if info.is_main else None
         barrier()
-        return open_pretraining_data(paths, text, cache, build_cache=False)
+        return opened if opened is not None else open_pretraining_data(paths, text, cache, build_cache=False)
 
     data = open_data(args.input_dir)
     pool = np.arange(len(data))

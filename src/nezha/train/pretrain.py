@@ -182,11 +182,17 @@ class PretrainArgs:
         if self.tokenize_workers <= 0:
             raise ValueError(f"--tokenize_workers must be positive, got {self.tokenize_workers}")
 
+    def model_vocab_file(self) -> str | None:
+        """--vocab_file, else the vocab.txt of the --init_checkpoint folder when it has one."""
+        if self.vocab_file:
+            return self.vocab_file
+        if self.init_checkpoint and (Path(self.init_checkpoint) / "vocab.txt").is_file():
+            return str(Path(self.init_checkpoint) / "vocab.txt")
+        return None
+
     def text_settings(self) -> TextDataSettings:
         """How text input becomes instances and masks (validated by ``nezha prepare``'s settings)."""
-        vocab = self.vocab_file
-        if not vocab and self.init_checkpoint and (Path(self.init_checkpoint) / "vocab.txt").is_file():
-            vocab = str(Path(self.init_checkpoint) / "vocab.txt")
+        vocab = self.model_vocab_file()
         if not vocab:
             raise ValueError("text input needs --vocab_file (or an --init_checkpoint folder with vocab.txt)")
         settings = TextDataSettings(
@@ -375,23 +381,22 @@ def build_config(args: PretrainArgs, data) -> NezhaConfig:
     """The model config from --init_checkpoint, --bert_config_file or --preset (+ --vocab_file, --dropout)."""
     from nezha.data.tokenization import load_vocab
 
+    n_vocab = len(load_vocab(args.vocab_file)) if args.vocab_file else None
     if args.init_checkpoint:
         config = NezhaConfig.from_json(Path(args.init_checkpoint) / "config.json")
     elif args.bert_config_file:
         config = NezhaConfig.from_json(args.bert_config_file)
     else:
-        vocab_size = len(load_vocab(args.vocab_file)) if args.vocab_file else getattr(data, "vocab_size", None)
+        vocab_size = n_vocab if n_vocab is not None else getattr(data, "vocab_size", None)
         config = NezhaConfig.preset(args.preset, **({"vocab_size": int(vocab_size)} if vocab_size else {}))
     if args.dropout is not None:
         config = dataclasses.replace(
             config, hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout
         )
-    if args.vocab_file:
-        n = len(load_vocab(args.vocab_file))
-        if n > config.vocab_size:
-            raise ValueError(
-                f"--vocab_file {args.vocab_file} has {n} tokens but the model's vocab_size is {config.vocab_size}"
-            )
+    if n_vocab is not None and n_vocab > config.vocab_size:
+        raise ValueError(
+            f"--vocab_file {args.vocab_file} has {n_vocab} tokens but the model's vocab_size is {config.vocab_size}"
+        )
     return config
 
 
@@ -419,9 +424,7 @@ def check_vocab(args: PretrainArgs, data, source: str) -> None:
     without any error but learn garbage. ``--allow_vocab_mismatch`` skips the check.
     """
     recorded = getattr(data, "vocab_sha256", None)
-    vocab_file = Path(args.vocab_file) if args.vocab_file else None
-    if vocab_file is None and args.init_checkpoint and (Path(args.init_checkpoint) / "vocab.txt").is_file():
-        vocab_file = Path(args.init_checkpoint) / "vocab.txt"
+    vocab_file = args.model_vocab_file()
     if recorded is None or vocab_file is None or args.allow_vocab_mismatch:
         return
     from nezha.data.pretraining import vocab_fingerprint

@@ -53,6 +53,13 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: Iterable[str] 
     return groups
 
 
+def _check_hyperparameters(label: str, lr: float, betas: tuple[float, float], eps: float, weight_decay: float):
+    if lr < 0 or eps < 0 or weight_decay < 0:
+        raise ValueError(f"{label}: lr ({lr}), eps ({eps}) and weight_decay ({weight_decay}) must be >= 0")
+    if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+        raise ValueError(f"{label}: betas must be in [0, 1), got {betas}")
+
+
 class _ForeachOptimizer(torch.optim.Optimizer):
     """Shared step loop: per group, collect gradients and Adam moments, then ``_update`` bucket by bucket."""
 
@@ -130,10 +137,7 @@ class Lamb(_ForeachOptimizer):
         grad_prenorm: bool = False,
         max_grad_norm: float = 1.0,
     ):
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"LAMB: lr ({lr}), eps ({eps}) and weight_decay ({weight_decay}) must be >= 0")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"LAMB: betas must be in [0, 1), got {betas}")
+        _check_hyperparameters("LAMB", lr, betas, eps, weight_decay)
         if trust not in self.TRUST:
             raise ValueError(f"LAMB: trust must be one of {self.TRUST}, got {trust!r}")
         ratio_wd = weight_decay if ratio_weight_decay is None else ratio_weight_decay
@@ -192,10 +196,7 @@ class AdamWeightDecay(_ForeachOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.01):
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"adam: lr ({lr}), eps ({eps}) and weight_decay ({weight_decay}) must be >= 0")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"adam: betas must be in [0, 1), got {betas}")
+        _check_hyperparameters("adam", lr, betas, eps, weight_decay)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @staticmethod

@@ -7,13 +7,19 @@ not depend on the ``nezha prepare`` pipeline.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from nezha.data.shards import Instance, instances_to_arrays, write_index, write_shard
 from nezha.data.tokenization import NezhaTokenizer
+from nezha.train.run_log import read_metrics
 
 
 def people_daily_sentences(shared_data: Path, limit: int) -> list[str]:
@@ -90,3 +96,46 @@ def tiny_config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "bert_config.json"
     path.write_text(json.dumps(TINY_CONFIG))
     return path
+
+
+class PretrainChild:
+    """``nezha pretrain --config`` with ``settings`` in a child process (it can be killed)."""
+
+    def __init__(self, settings: dict):
+        self.out = Path(settings["output_dir"])
+        cfg = settings["output_dir"] + ".json"
+        with open(cfg, "w") as f:
+            json.dump(settings, f)
+        self.proc = subprocess.Popen([sys.executable, "-m", "nezha.cli", "pretrain", "--config", cfg],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": "2"})
+
+    def wait_for_step(self, step: int, timeout: float = 240) -> None:
+        """Return once a training step >= ``step`` is logged; fail when the run ends first or is too slow."""
+        metrics_path = self.out / "metrics.jsonl"
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if metrics_path.is_file() and any(r["split"] == "train" and r["step"] >= step
+                                               for r in read_metrics(metrics_path)):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"run ended early: {self.proc.stderr.read()[-2000:]}")
+            time.sleep(0.05)
+        self.proc.kill()
+        raise AssertionError("run too slow")
+
+    def kill_after(self, step: int) -> int:
+        """SIGKILL the run once ``step`` is logged; returns the step of the newest checkpoint it left."""
+        self.wait_for_step(step)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        ckpts = sorted(p.name for p in (self.out / "checkpoints").iterdir() if p.name.startswith("step-"))
+        assert ckpts, "no checkpoint survived the kill"
+        return int(ckpts[-1].split("-")[1])
+
+
+@pytest.fixture()
+def pretrain_child():
+    """:class:`PretrainChild`, to start ``nezha pretrain`` runs that a test kills or signals."""
+    return PretrainChild
+

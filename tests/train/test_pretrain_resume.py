@@ -1,11 +1,7 @@
 """SIGKILL mid-run then resume gives the same loss curve as an uninterrupted run; SIGTERM saves and exits."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -22,47 +18,19 @@ def _settings(pd_shards, tiny_config_file, out, **kw):
     return s
 
 
-def _launch(settings):
-    cfg = settings["output_dir"] + ".json"
-    with open(cfg, "w") as f:
-        json.dump(settings, f)
-    return subprocess.Popen([sys.executable, "-m", "nezha.cli", "pretrain", "--config", cfg],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-
-
-def _wait_for_step(proc, metrics_path, step, timeout=240):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if metrics_path.is_file():
-            steps = [r["step"] for r in read_metrics(metrics_path) if r["split"] == "train"]
-            if steps and max(steps) >= step:
-                return max(steps)
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended early: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("run too slow")
-
-
 def _train_losses(out):
     return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"}
 
 
-def test_sigkill_then_resume_repeats_the_uninterrupted_loss_curve(pd_shards, tiny_config_file, tmp_path):
+def test_sigkill_then_resume_repeats_the_uninterrupted_loss_curve(pd_shards, tiny_config_file, pretrain_child,
+                                                                  tmp_path):
     reference = tmp_path / "reference"
     pretrain(PretrainArgs(**_settings(pd_shards, tiny_config_file, reference, stop_at_step=9)))
     ref = _train_losses(reference)
     assert sorted(ref) == list(range(1, 10))
 
     killed = tmp_path / "killed"
-    proc = _launch(_settings(pd_shards, tiny_config_file, killed))
-    _wait_for_step(proc, killed / "metrics.jsonl", 5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    ckpts = sorted(p.name for p in (killed / "checkpoints").iterdir() if p.name.startswith("step-"))
-    assert ckpts, "no checkpoint survived the kill"
-    resumed_from = int(ckpts[-1].split("-")[1])
+    resumed_from = pretrain_child(_settings(pd_shards, tiny_config_file, killed)).kill_after(5)
     result = pretrain(PretrainArgs(**_settings(pd_shards, tiny_config_file, killed, stop_at_step=9)))
     assert result.step == 9
     got = _train_losses(killed)
@@ -71,12 +39,12 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_loss_curve(pd_shards, tin
         assert got[s] == pytest.approx(ref[s], rel=1e-6), f"step {s} (resumed from {resumed_from})"
 
 
-def test_sigterm_saves_a_checkpoint_and_exits(pd_shards, tiny_config_file, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits(pd_shards, tiny_config_file, pretrain_child, tmp_path):
     out = tmp_path / "term"
-    proc = _launch(_settings(pd_shards, tiny_config_file, out, save_checkpoints_steps=1000))
-    _wait_for_step(proc, out / "metrics.jsonl", 2)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
+    child = pretrain_child(_settings(pd_shards, tiny_config_file, out, save_checkpoints_steps=1000))
+    child.wait_for_step(2)
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.proc.wait(timeout=120) == 143
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by_signal"] and summary["step"] >= 2
     assert (out / "checkpoints" / f"step-{summary['step']:08d}" / "meta.json").is_file()

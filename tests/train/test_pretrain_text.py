@@ -4,11 +4,6 @@ from a model folder."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -37,29 +32,6 @@ def _settings(pd_text, chinese_vocab, tiny_config_file, out, **kw):
     return s
 
 
-def _launch(settings):
-    """`nezha pretrain --config` in a child process (it can be killed)."""
-    cfg = settings["output_dir"] + ".json"
-    with open(cfg, "w") as f:
-        json.dump(settings, f)
-    return subprocess.Popen([sys.executable, "-m", "nezha.cli", "pretrain", "--config", cfg],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-
-
-def _wait_for_step(proc, metrics_path, step, timeout=240):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if metrics_path.is_file() and any(r["split"] == "train" and r["step"] >= step
-                                           for r in read_metrics(metrics_path)):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended early: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("run too slow")
-
-
 def _train_losses(out):
     return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"}
 
@@ -82,18 +54,13 @@ def test_stop_and_resume_across_epochs_repeats_the_uninterrupted_losses(pd_text,
         assert got[s] == pytest.approx(ref_losses[s], rel=1e-6), f"step {s}"
 
 
-def test_sigkill_then_resume_repeats_the_uninterrupted_losses(pd_text, chinese_vocab, tiny_config_file, tmp_path):
+def test_sigkill_then_resume_repeats_the_uninterrupted_losses(pd_text, chinese_vocab, tiny_config_file, pretrain_child,
+                                                              tmp_path):
     ref_dir = tmp_path / "reference"
     pretrain(PretrainArgs(**_settings(pd_text, chinese_vocab, tiny_config_file, ref_dir, stop_at_step=9)))
     ref = _train_losses(ref_dir)
     killed = tmp_path / "killed"
-    proc = _launch(_settings(pd_text, chinese_vocab, tiny_config_file, killed))
-    _wait_for_step(proc, killed / "metrics.jsonl", 5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    ckpts = sorted(p.name for p in (killed / "checkpoints").iterdir() if p.name.startswith("step-"))
-    assert ckpts, "no checkpoint survived the kill"
-    resumed_from = int(ckpts[-1].split("-")[1])
+    resumed_from = pretrain_child(_settings(pd_text, chinese_vocab, tiny_config_file, killed)).kill_after(5)
     pretrain(PretrainArgs(**_settings(pd_text, chinese_vocab, tiny_config_file, killed, stop_at_step=9)))
     got = _train_losses(killed)
     assert sorted(got) == list(range(1, 10))

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nezha.tasks.common import mask, pad
+
 # task -> (the export-onnx task name, output names in order)
 TASK_OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "classification": ("sequence_classification", ("logits",)),
@@ -95,14 +97,8 @@ class OnnxRunner:
 
 
 def pad_batch(rows: list[list[int]], pad_id: int, types: list[list[int]] | None = None) -> dict[str, np.ndarray]:
-    """Right-padded ``input_ids``/``attention_mask``/``token_type_ids`` arrays, ``(B, T)`` int64."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    tt = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-        if types is not None:
-            tt[i, : len(r)] = types[i]
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}
+    """Right-padded ``input_ids``/``attention_mask``/``token_type_ids`` arrays, ``(B, T)`` int64, padded as
+    fine-tuning's batches are."""
+    ids = pad(rows, pad_id).numpy()
+    tt = pad(types, 0).numpy() if types is not None else np.zeros_like(ids)
+    return {"input_ids": ids, "attention_mask": mask(rows).numpy(), "token_type_ids": tt}

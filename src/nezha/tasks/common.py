@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 
 from nezha.io.text import read_utf8
@@ -97,15 +98,18 @@ def text_lines(path: str | os.PathLike, newline: str | None = None) -> io.String
 
 # ---------------------------------------------------------------------------------------------------- batches
 def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """Right-pad integer rows to the longest: ``(B, T)``."""
+    """Right-pad integer rows to the longest: ``(B, T)`` int64 (``.numpy()`` gives the same array, uncopied)."""
     width = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+    out = np.full((len(rows), width), value, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return torch.from_numpy(out)
 
 
 def mask(rows: Sequence[Sequence[int]]) -> torch.Tensor:
-    """1 over each row's own tokens, 0 over the padding: ``(B, T)``."""
-    width = max(len(r) for r in rows)
-    return torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+    """1 over each row's own tokens, 0 over the padding: ``(B, T)`` int64."""
+    lengths = np.array([len(r) for r in rows])
+    return torch.from_numpy((np.arange(lengths.max()) < lengths[:, None]).astype(np.int64))
 
 
 def eval_batches(feats: Sequence, size: int, collate: Callable[[Sequence], dict[str, torch.Tensor]],

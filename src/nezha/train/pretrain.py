@@ -720,14 +720,16 @@ def _after_step(run: _Run, progress: _Progress, result, lr: float, meter: Throug
             progress.last_train["skipped_steps"] = float(progress.skipped_total)
         run.metrics.log(step, "train", **progress.last_train)
         t = progress.last_train
-        run.bar.update(0, loss=t["loss"], mlm_acc=t["mlm_acc"], nsp_acc=t["nsp_acc"], lr=lr, seq_s=t["seq_per_s"],
+        nsp = {"nsp_acc": t["nsp_acc"]} if args.nsp else {}
+        run.bar.update(0, loss=t["loss"], mlm_acc=t["mlm_acc"], **nsp, lr=lr, seq_s=t["seq_per_s"],
                        tok_s=t["tokens_per_s"])
         progress.window = {}
     run.bar.update(1)
     if run.eval_data is not None and args.eval_every and step % args.eval_every == 0 and step < run.end:
         progress.last_eval = _evaluate(run)
         run.metrics.log(step, "eval", **progress.last_eval)
-        run.bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in progress.last_eval.items()))
+        shown = {k: v for k, v in progress.last_eval.items() if args.nsp or not k.startswith("nsp_")}
+        run.bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     if step % args.save_checkpoints_steps == 0 and step < run.end:
         run.save(step, progress.drawn)
 
@@ -765,8 +767,9 @@ def _write_summary(run: _Run, progress: _Progress, finished: bool) -> None:
     atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if last_train:
         logger.info(
-            "step %d: loss %.4f, MLM acc %.4f (unigram baseline %.4f), NSP acc %.4f%s", progress.step,
-            last_train["loss"], last_train["mlm_acc"], baseline["unigram_mlm_acc"], last_train["nsp_acc"],
+            "step %d: loss %.4f, MLM acc %.4f (unigram baseline %.4f)%s%s", progress.step,
+            last_train["loss"], last_train["mlm_acc"], baseline["unigram_mlm_acc"],
+            f", NSP acc {last_train['nsp_acc']:.4f}" if run.args.nsp else "",
             f"; eval loss {last_eval['loss']:.4f}, MLM acc {last_eval['mlm_acc']:.4f}" if last_eval else "",
         )
 

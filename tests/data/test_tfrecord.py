@@ -172,3 +172,100 @@ def test_vectorised_decode_declines_other_layouts_and_the_reader_falls_back(tmp_
             w.write(r)
     with pytest.raises(ValueError, match="input_ids has rows of different lengths"):
         TFRecordInstances(path).get_batch([0, 1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The batch writer against the per-record encoder, and TensorFlow's framing checks
+
+VARINT_EDGES = np.array([0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**35, 2**49, 2**56,
+                         2**63 - 1], np.int64)
+
+
+def _edge_arrays(n: int, L: int, M: int, top: int, seed: int) -> dict[str, np.ndarray]:
+    """Random instances whose ids (below ``top``) include every varint size boundary, with padding, rows that are
+    all zeros, rows without zeros and zeros inside rows."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, L + 1, n)
+    ids = rng.integers(0, top, (n, L), dtype=np.int64)
+    edges = VARINT_EDGES[VARINT_EDGES < top]
+    pick = rng.random((n, L)) < 0.2
+    ids[pick] = rng.choice(edges, int(pick.sum()))
+    ids[np.arange(L)[None, :] >= lengths[:, None]] = 0  # padding
+    ids[0] = 0
+    ids[-1] = rng.integers(1, max(top, 2), L)
+    ids[rng.random((n, L)) < 0.05] = 0
+    return {"input_ids": ids, "segment_ids": rng.integers(0, 2, (n, L)).astype(np.int8), "lengths": lengths,
+            "masked_lm_positions": rng.integers(0, L, (n, M)), "masked_lm_ids": rng.choice(edges, (n, M)),
+            "num_masked": rng.integers(0, M + 1, n), "next_sentence_labels": rng.integers(0, 2, n).astype(np.int8)}
+
+
+def _per_record(arrays: dict[str, np.ndarray]) -> bytes:
+    """The same records through the generic encoder, one Example at a time (the byte-exact reference)."""
+    L, M = arrays["input_ids"].shape[1], arrays["masked_lm_positions"].shape[1]
+    out = []
+    for i in range(len(arrays["lengths"])):
+        feats = {
+            "input_mask": ("int64", (np.arange(L) < arrays["lengths"][i]).astype(int).tolist()),
+            "segment_ids": ("int64", arrays["segment_ids"][i].tolist()),
+            "masked_lm_positions": ("int64", arrays["masked_lm_positions"][i].tolist()),
+            "masked_lm_ids": ("int64", arrays["masked_lm_ids"][i].tolist()),
+            "input_ids": ("int64", arrays["input_ids"][i].tolist()),
+            "masked_lm_weights": ("float", (np.arange(M) < arrays["num_masked"][i]).astype(float).tolist()),
+            "next_sentence_labels": ("int64", [int(arrays["next_sentence_labels"][i])]),
+        }
+        out.append(frame_record(encode_example([(k, kind, v) for k, (kind, v) in feats.items()])))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(
+    "n, L, M, top",
+    [(1, 5, 1, 2), (40, 16, 4, 128), (60, 128, 20, 21128), (50, 200, 7, 2**21), (30, 40, 5, 2**63 - 1),
+     (12, 4000, 3, 2**21)],  # the last: 3-byte varints of lengths in some rows only
+)
+def test_batch_records_equal_the_per_record_encoder_at_varint_edges(n, L, M, top):
+    arrays = _edge_arrays(n, L, M, top, seed=n + L)
+    buf, ends = tfrecord.pretraining_records(arrays)
+    want = _per_record(arrays)
+    assert buf.tobytes() == want
+    assert ends[-1] == len(want)
+    assert [r for r in pretraining_examples(arrays)] == list(iter_framed(want))
+
+
+def iter_framed(raw: bytes):
+    pos = 0
+    while pos < len(raw):
+        n = int.from_bytes(raw[pos : pos + 8], "little")
+        yield raw[pos + 12 : pos + 12 + n]
+        pos += n + 16
+
+
+def _masked_reference(crc: int) -> int:
+    """TensorFlow's crc32c::Mask, written out: rotate right by 15 bits, add 0xa282ead8 (mod 2^32)."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def test_written_files_pass_tensorflows_record_checks(tmp_path):
+    """Each record: uint64 length, masked CRC32C of those 8 bytes, data, masked CRC32C of the data; checked here with
+    the numpy CRC (not the C one the writer used) and ending exactly at the end of the file."""
+    from nezha.io.crc32c import _crc32c_fallback
+
+    arrays = _edge_arrays(300, 128, 20, 21128, seed=7)
+    paths = [tmp_path / "a.tfrecord", tmp_path / "b.tfrecord"]
+    tfrecord.write_instances_tfrecord(arrays, paths, chunk=64)
+    count = 0
+    for path in paths:
+        raw = path.read_bytes()
+        pos = 0
+        while pos < len(raw):
+            length = raw[pos : pos + 8]
+            assert int.from_bytes(raw[pos + 8 : pos + 12], "little") == _masked_reference(_crc32c_fallback(length))
+            n = int.from_bytes(length, "little")
+            data = raw[pos + 12 : pos + 12 + n]
+            assert len(data) == n
+            stored = int.from_bytes(raw[pos + 12 + n : pos + 16 + n], "little")
+            assert stored == _masked_reference(_crc32c_fallback(data))
+            pos += 16 + n
+            count += 1
+        assert pos == len(raw)
+    assert count == 300
+    assert len(TFRecordInstances(paths)) == 300

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nezha.io.crc32c import _MASK_DELTA, crc32c, masked_crc32c
+from nezha.io.crc32c import _MASK_DELTA, crc32c_spans, masked_crc32c
 
 log = logging.getLogger(__name__)
 
@@ -334,44 +334,23 @@ class TFRecordFile:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pretraining instances
+#
+# Every record has the same structure; only the varints of token ids (and the lengths that depend on them) differ
+# in size between rows. The records of a batch are laid out as the rows of one (N, width) byte matrix, each field
+# in its own columns, and the used bytes are kept in one compaction (``matrix[keep]``). That compaction costs per
+# *run* of used bytes, so a field of varints is laid out densely: two columns per value (one-byte varints leave
+# the second unused), or, in the few rows with a longer varint, the row's bytes left-aligned.
 
-
-def _varint_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Varint bytes of non-negative integers (N, K): (N, K*G) uint8 and which of them are used (None: all are).
-
-    Each value takes G columns (G = the longest varint among them); a value of fewer bytes leaves its last columns
-    unused, so keeping the used bytes of a row, left to right, gives the row's packed payload. Values up to
-    2^21 (token ids, positions) are looked up in a table of their encodings, larger ones computed.
-    """
-    v = np.asarray(values)
-    n, k = v.shape
-    top = int(v.max(initial=0))
-    G = max(1, (top.bit_length() + 6) // 7)
-    if G == 1:
-        return v.astype(np.uint8), None
-    if top < 1 << 21:
-        packed, sizes = _varint_table(1 << max(10, top.bit_length()))
-        out = packed[v].view(np.uint8).reshape(n, k, 4)[:, :, :G].reshape(n, k * G)
-        keep = np.arange(G, dtype=np.int8) < sizes[v][..., None]  # (N, K, G)
-        return out, keep.reshape(n, k * G)
-    v = v.astype(np.int64)
-    nbytes = _varint_sizes(v)
-    out = np.empty((n, k, G), np.uint8)
-    for j in range(G):
-        out[..., j] = ((v >> (7 * j)) & 0x7F) | np.where(j < nbytes - 1, 0x80, 0)
-    keep = np.arange(G) < nbytes[..., None]  # (N, K, G)
-    return out.reshape(n, k * G), keep.reshape(n, k * G)
+Field = tuple[np.ndarray, np.ndarray | None] | bytes  # (N, w) bytes and which are used (None: all), or a constant
 
 
 @functools.cache
-def _varint_table(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Encodings of 0 .. size-1 (size <= 2^21): bytes packed little-endian in a uint32 (size,), and their counts."""
+def _varint_table(size: int) -> np.ndarray:
+    """Encodings of 0 .. size-1 (size <= 2^21): (size,) uint32 whose little-endian bytes are the varint (up to 3
+    bytes) and, in the fourth byte, its length."""
     v = np.arange(size, dtype=np.int64)
     nbytes = _varint_sizes(v)
-    packed = np.zeros(size, np.int64)
-    for j in range(3):
-        packed |= (((v >> (7 * j)) & 0x7F) | np.where(j < nbytes - 1, 0x80, 0)) << (8 * j)
-    return packed.astype("<u4"), nbytes.astype(np.int8)
+    return (_varint_bytes(v, nbytes)[:, :3].astype(np.int64) @ (1 << np.arange(0, 24, 8)) | nbytes << 24).astype("<u4")
 
 
 def _varint_sizes(v: np.ndarray) -> np.ndarray:
@@ -382,12 +361,97 @@ def _varint_sizes(v: np.ndarray) -> np.ndarray:
     return n
 
 
+def _varint_bytes(v: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """(..., G) uint8, G >= 3: the varint bytes of each value (bytes past a value's size are garbage)."""
+    G = max(3, int(sizes.max(initial=1)))
+    out = np.empty((*v.shape, G), np.uint8)
+    for j in range(G):
+        out[..., j] = ((v >> (7 * j)) & 0x7F) | np.where(j < sizes - 1, 0x80, 0)
+    return out
+
+
+def _length_field(values: np.ndarray) -> Field:
+    """One varint per row (a length): constant bytes when every row has the same value."""
+    if (values == values[0]).all():
+        return _varint(int(values[0]))
+    sizes = _varint_sizes(values)
+    data = _varint_bytes(values, sizes)[:, : int(sizes.max())]
+    return data, (None if (sizes == sizes[0]).all() else np.arange(data.shape[1]) < sizes[:, None])
+
+
+def _tail_pattern(t: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Used columns ``c`` of a two-column field whose values from ``t`` on are zeros: before ``2t`` each value's
+    first column (its second is used where nonzero), then the first k-t columns (one run for the padding)."""
+    k = c.shape[-1] // 2
+    return ((c < 2 * t) & (c % 2 == 0)) | ((c >= 2 * t) & (c < t + k))
+
+
+@functools.cache
+def _tail_table(k: int) -> np.ndarray:
+    """(k+1, 2k) bool: :func:`_tail_pattern` for every t (looked up by row for k up to 1024: at most 2 MB)."""
+    return _tail_pattern(np.arange(k + 1)[:, None], np.arange(2 * k)[None, :])
+
+
+def _varint_field(values: np.ndarray) -> tuple[Field, np.ndarray]:
+    """The packed varints of each row of non-negative integers (N, K), and their size in bytes (N,).
+
+    All values below 128: one column each. Else two columns per value: the second byte of a longer varint is never
+    0, and a one-byte varint's second column holds 0 and is left unused; a row's trailing zeros (padding) use one
+    column each, contiguously. Rows with a varint of 3 or more bytes are written left-aligned instead.
+    """
+    v = np.asarray(values)
+    n, k = v.shape
+    top = int(v.max(initial=0))
+    if top < 0x80:
+        return (v.astype(np.uint8), None), np.full(n, k, np.int64)
+    if top < 1 << 21:
+        packed = _varint_table(1 << max(10, top.bit_length())).take(v)
+        enc, low = packed.view(np.uint8).reshape(n, k, 4), packed.astype(np.uint16)
+        sizes = enc[:, :, 3]
+    else:
+        v = v.astype(np.int64)
+        sizes = _varint_sizes(v)
+        enc = _varint_bytes(v, sizes)
+        low = enc[:, :, 0] | (enc[:, :, 1].astype(np.uint16) << 8)
+    long_rows = np.flatnonzero((v >= 1 << 14).any(1)) if top >= 1 << 14 else np.zeros(0, np.intp)
+    width = max(2 * k, int(sizes[long_rows].sum(1, dtype=np.int64).max(initial=0)))
+    data = np.zeros((n, width), np.uint8)
+    data[:, : 2 * k] = low.view(np.uint8).reshape(n, 2 * k)
+    nonzero = low != 0
+    tail = np.where(nonzero.any(1), k - np.argmax(nonzero[:, ::-1], axis=1), 0)  # (N,) where the trailing zeros begin
+    keep = np.zeros((n, width), bool)
+    pattern = _tail_table(k)[tail] if k <= 1024 else _tail_pattern(tail[:, None], np.arange(2 * k)[None, :])
+    keep[:, : 2 * k] = pattern | (data[:, : 2 * k] != 0)
+    if len(long_rows):
+        data[long_rows], keep[long_rows] = _left_aligned(enc[long_rows], sizes[long_rows], width)
+    return (data, keep), keep.sum(1, dtype=np.int64)
+
+
+def _left_aligned(enc: np.ndarray, sizes: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of varints (M, K, G bytes; sizes (M, K)) packed left-aligned in ``width`` columns: (bytes, used).
+
+    One scatter per byte index, highest first, so that the bytes a value does not use are overwritten by the next
+    value's."""
+    m, k, G = enc.shape
+    s = sizes.reshape(-1).astype(np.intp)
+    start = np.cumsum(s) - s  # the rows back to back ...
+    dest = start.reshape(m, k) + (np.arange(m) * width - start[::k])[:, None]  # ... each at its row of the matrix
+    G = int(s.max())
+    planes = np.moveaxis(enc[:, :, :G], 2, 0).copy()  # (G, M, K): byte j of every value, contiguous
+    flat = np.zeros(m * width + G, np.uint8)
+    dest += G - 1
+    for j in range(G - 1, -1, -1):
+        flat[dest] = planes[j]
+        dest -= 1
+    total = s.reshape(m, k).sum(1)
+    return flat[: m * width].reshape(m, width), np.arange(width) < total[:, None]
+
+
 def pretraining_records(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Framed TFRecord records of BERT's pretraining Examples for shard-layout arrays, built for all rows at once.
 
-    Returns (buf, ends): the records back to back as uint8 (N records) and the end offset of each. Every record has
-    the same structure and only a few lengths differ between rows, so the bytes are laid out as columns of a
-    (N, width) matrix (used bytes marked), compacted in one step; the checksums are computed per record in C.
+    Returns (buf, ends): the records back to back as uint8 (N records) and the end offset of each. The data
+    checksums are computed per record in C; the length checksums once per distinct length.
     """
     ids = np.asarray(arrays["input_ids"])
     n, L = ids.shape
@@ -406,72 +470,70 @@ def pretraining_records(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
         return np.zeros(0, np.uint8), np.zeros(0, np.int64)
     if any(int(np.min(c)) < 0 for c in cols.values()):
         raise ValueError("pretraining features must be non-negative ids, positions and labels")
-    blocks: list[tuple[np.ndarray, np.ndarray | None]] = []
+    fields: list[Field] = []  # in record order, after the frame header
     features_len = np.zeros(n, np.int64)
-
-    def varint_block(v: np.ndarray) -> None:
-        blocks.append(_varint_columns(v.reshape(n, 1)))
-
-    def const(data: bytes) -> None:
-        blocks.append((np.broadcast_to(np.frombuffer(data, np.uint8), (n, len(data))), None))
-
-    # Placeholders for the frame header (length, its checksum) and the record's outer field; filled below.
-    head_at = len(blocks)
-    blocks.append((np.zeros((n, 12), np.uint8), None))
-    const(b"\x0a")
-    outer_at = len(blocks)
-    blocks.append((np.zeros((n, 0), np.uint8), None))
     for name in PRETRAINING_FEATURE_ORDER:
         if name in _FLOAT_FEATURES:
             weights = (np.arange(M)[None, :] < num_masked[:, None]).astype("<f4")
-            payload = (weights.view(np.uint8).reshape(n, 4 * M), None)
-            size = np.full(n, 4 * M, np.int64)
+            payload, size = (weights.view(np.uint8).reshape(n, 4 * M), None), np.full(n, 4 * M, np.int64)
         else:
-            payload = _varint_columns(cols[name])
-            size = payload[1].sum(1, dtype=np.int64) if payload[1] is not None else np.full(n, payload[0].shape[1])
+            payload, size = _varint_field(cols[name])
         list_len = 1 + _varint_sizes(size) + size
         body_len = 1 + _varint_sizes(list_len) + list_len
         key = name.encode("utf-8")
         entry_len = 2 + len(key) + 1 + _varint_sizes(body_len) + body_len
         features_len += 1 + _varint_sizes(entry_len) + entry_len
-        const(b"\x0a")
-        varint_block(entry_len)
-        const(b"\x0a" + bytes([len(key)]) + key + b"\x12")
-        varint_block(body_len)
-        const(b"\x12" if name in _FLOAT_FEATURES else b"\x1a")
-        varint_block(list_len)
-        const(b"\x0a")
-        varint_block(size)
-        blocks.append(payload)
-    blocks.append((np.zeros((n, 4), np.uint8), None))  # the data checksum
-    blocks[outer_at] = _varint_columns(features_len.reshape(n, 1))
+        kind = b"\x12" if name in _FLOAT_FEATURES else b"\x1a"
+        fields += [b"\x0a", _length_field(entry_len), b"\x0a" + bytes([len(key)]) + key + b"\x12",
+                   _length_field(body_len), kind, _length_field(list_len), b"\x0a", _length_field(size), payload]
     data_len = 1 + _varint_sizes(features_len) + features_len
-    # frame header: uint64 length and its masked CRC; few distinct lengths, so one checksum per distinct length
+    header = (_frame_headers(data_len), None)
+    buf = _compact(n, [header, b"\x0a", _length_field(features_len), *fields, b"\0\0\0\0"])  # (data checksum)
+    ends = np.cumsum(data_len + 16)
+    _fill_data_checksums(buf, ends, data_len)
+    return buf, ends
+
+
+def _frame_headers(data_len: np.ndarray) -> np.ndarray:
+    """(N, 12) uint8: each record's uint64 length and its masked CRC (one checksum per distinct length)."""
+    n = len(data_len)
     distinct, inverse = np.unique(data_len, return_inverse=True)
     header = np.empty((n, 12), np.uint8)
     header[:, :8] = data_len.astype("<u8").view(np.uint8).reshape(n, 8)
     crcs = np.array([masked_crc32c(struct.pack("<Q", int(x))) for x in distinct], "<u4")
-    header[:, 8:] = crcs[inverse].view(np.uint8).reshape(n, 4)
-    blocks[head_at] = (header, None)
+    header[:, 8:] = crcs[inverse.reshape(n)].view(np.uint8).reshape(n, 4)
+    return header
 
-    width = sum(b.shape[1] for b, _ in blocks)
-    matrix = np.empty((n, width), np.uint8)  # (N, width): the records' bytes, used ones marked in `keep`
-    keep = np.ones((n, width), bool)
+
+def _compact(n: int, fields: Sequence[Field]) -> np.ndarray:
+    """The used bytes of ``fields``, row after row: the fields side by side in one (N, width) matrix (adjacent
+    constants merged), then one boolean compaction (none when every byte is used)."""
+    merged: list[Field] = []
+    for f in fields:
+        if isinstance(f, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += f
+        else:
+            merged.append(f)
+    widths = [len(f) if isinstance(f, bytes) else f[0].shape[1] for f in merged]
+    matrix = np.empty((n, sum(widths)), np.uint8)
+    keep = None if all(isinstance(f, bytes) or f[1] is None for f in merged) else np.ones(matrix.shape, bool)
     at = 0
-    for b, k in blocks:
-        matrix[:, at : at + b.shape[1]] = b
-        if k is not None:
-            keep[:, at : at + b.shape[1]] = k
-        at += b.shape[1]
-    buf = matrix[keep]
-    ends = np.cumsum(data_len + 16)
-    starts = ends - data_len - 16
-    data = buf.tobytes()  # (the C checksum takes bytes only)
-    crc = np.fromiter((crc32c(data[a:b]) for a, b in zip((starts + 12).tolist(), (ends - 4).tolist())), np.uint64, n)
+    for f, w in zip(merged, widths):
+        if isinstance(f, bytes):
+            matrix[:, at : at + w] = np.frombuffer(f, np.uint8)
+        else:
+            matrix[:, at : at + w] = f[0]
+            if f[1] is not None:
+                keep[:, at : at + w] = f[1]
+        at += w
+    return matrix[keep] if keep is not None else matrix.reshape(-1)
+
+
+def _fill_data_checksums(buf: np.ndarray, ends: np.ndarray, data_len: np.ndarray) -> None:
+    """Write each record's masked CRC32C of its data into its last 4 bytes."""
+    crc = crc32c_spans(buf.tobytes(), ends - 4 - data_len, ends - 4).astype(np.uint64)
     masked_crc = ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-    at = (ends - 4)[:, None] + np.arange(4)
-    buf[at] = masked_crc.astype("<u4").view(np.uint8).reshape(n, 4)
-    return buf, ends
+    buf[(ends - 4)[:, None] + np.arange(4)] = masked_crc.astype("<u4").view(np.uint8).reshape(-1, 4)
 
 
 def pretraining_examples(arrays: dict[str, np.ndarray]) -> list[bytes]:

@@ -119,9 +119,20 @@ try:  # the C implementation, when installed (pip install google-crc32c)
         """CRC32C of ``data`` continuing from ``value`` (0 to start)."""
         return int(_gcrc.extend(value, bytes(data) if isinstance(data, np.ndarray) else data))
 
+    def crc32c_spans(data: bytes, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """(N,) uint32: CRC32C of ``data[starts[i]:stops[i]]`` for each i (one C call each, no Python wrapper)."""
+        spans = map(data.__getitem__, map(slice, np.asarray(starts).tolist(), np.asarray(stops).tolist()))
+        return np.fromiter(map(_gcrc.value, spans), np.uint32, len(starts))
+
     CRC32C_IMPLEMENTATION = "google-crc32c"
 except ImportError:
     crc32c = _crc32c_fallback  # type: ignore[assignment]
+
+    def crc32c_spans(data: bytes, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """(N,) uint32: CRC32C of ``data[starts[i]:stops[i]]`` for each i."""
+        return np.array([crc32c(data[a:b]) for a, b in zip(np.asarray(starts).tolist(), np.asarray(stops).tolist())],
+                        np.uint32)
+
     CRC32C_IMPLEMENTATION = "numpy"
 
 _MASK_DELTA = 0xA282EAD8

@@ -138,3 +138,56 @@ def test_mask_batch_is_deterministic_for_a_seed():
     b = mask_batch(ids, lengths, cand, starts, CFG, np.random.default_rng(7))
     np.testing.assert_array_equal(a.input_ids, b.input_ids)
     np.testing.assert_array_equal(a.positions, b.positions)
+
+
+def _units_of_one_row(sizes: list[int], specials: tuple[int, ...] = ()) -> tuple[np.ndarray, ...]:
+    """One row [CLS] units... [SEP] with the given unit sizes; extra [SEP]s before the units listed in specials."""
+    ids, cand, starts = [1], [False], [False]
+    for k, size in enumerate(sizes):
+        if k in specials:
+            ids, cand, starts = ids + [2], cand + [False], starts + [False]
+        ids += list(range(10 + len(ids), 10 + len(ids) + size))
+        cand += [True] * size
+        starts += [True] + [False] * (size - 1)
+    ids, cand, starts = ids + [2], cand + [False], starts + [False]
+    return np.array([ids], np.int32), np.array([len(ids)]), np.array([cand]), np.array([starts])
+
+
+def test_mask_batch_whole_words_follow_berts_greedy_in_distribution():
+    """How often each unit is chosen, and how many positions are, match the per-instance reference (BERT's shuffle
+    and take-if-it-fits) within sampling error: units of 1-4 pieces, a budget that units of 3 and 4 often overrun."""
+    sizes = [1, 2, 3, 1, 4, 2, 1, 1, 3, 2, 2, 1, 4, 1, 2, 3, 1, 2, 1, 1]
+    ids, lengths, cand, starts = _units_of_one_row(sizes, specials=(10,))
+    cfg = MaskingConfig(masked_lm_prob=0.15, max_predictions_per_seq=5, vocab_size=1000, mask_id=3)
+    units = candidate_units((~cand[0]).tolist(), starts[0].tolist())
+    trials = 6000
+    m = mask_batch(np.repeat(ids, trials, 0), np.repeat(lengths, trials), np.repeat(cand, trials, 0),
+                   np.repeat(starts, trials, 0), cfg, np.random.default_rng(0))
+    first = np.array([s for s, _ in units])
+    chosen = np.zeros((trials, len(units)))
+    for i in range(trials):
+        chosen[i] = np.isin(first, m.positions[i, : m.num_masked[i]])
+    ref = np.zeros((trials, len(units)))
+    ref_counts = []
+    for i in range(trials):
+        r = create_masked_lm_predictions(ids[0].tolist(), units, cfg, random.Random(i))
+        ref[i] = np.isin(first, r.positions)
+        ref_counts.append(len(r.positions))
+    p, q = chosen.mean(0), ref.mean(0)
+    se = np.sqrt((p * (1 - p) + q * (1 - q)) / trials) + 1e-9
+    assert (np.abs(p - q) < 4.5 * se).all(), np.round(np.stack([p, q]), 3)
+    assert abs(m.num_masked.mean() - np.mean(ref_counts)) < 0.05
+    # longer units are chosen less often (they overrun the budget): the greedy, not a uniform pick of units
+    assert p[np.array(sizes) == 4].mean() < p[np.array(sizes) == 1].mean() - 0.1
+
+
+def test_flag_units_are_the_reference_units():
+    from nezha.data.masking import FlagUnits
+
+    ids, lengths, cand, starts = _batch(n=50, word=3)
+    units = FlagUnits(cand, starts)
+    for i in range(len(ids)):
+        want = candidate_units((~cand[i]).tolist(), starts[i].tolist())
+        q = np.arange(units.count[i])
+        s, size = units.at(np.full(len(q), i), q)
+        assert list(zip(s.tolist(), (s + size).tolist())) == want

@@ -12,7 +12,7 @@ import pytest
 from nezha.cli import main as cli_main
 from nezha.data import pretraining, shards
 from nezha.data.corpus import ReadStats, expand_input_files, read_documents, strip_pos_tags
-from nezha.data.masking import candidate_units, mask_batch
+from nezha.data.masking import FlagUnits, candidate_units, mask_batch
 from nezha.data.pretraining import PrepareArgs, build_pair_arrays, pair_document, prepare
 from nezha.data.shards import PretrainingShards
 from nezha.data.tfrecord import TFRecordInstances
@@ -158,6 +158,16 @@ def test_wwm_never_masks_part_of_a_segmenter_word(people_daily, chinese_vocab, s
             assert not covered or len(covered) == e - s
             multi += bool(covered) and e - s > 1
     assert multi > 100
+    # 3) nezha prepare reads the same units from the corpus (PairUnits) as from the built rows' flags
+    pair_rows = np.array(pairs, np.int64)
+    from_corpus, from_flags = pretraining.PairUnits(corpus, pair_rows), FlagUnits(built["candidates"],
+                                                                                   built["unit_starts"])
+    np.testing.assert_array_equal(from_corpus.count, from_flags.count)
+    rows = np.repeat(np.arange(len(pairs)), from_flags.count)
+    q = np.arange(len(rows)) - np.repeat(np.cumsum(from_flags.count) - from_flags.count, from_flags.count)
+    for got, want in zip(from_corpus.at(rows, q), from_flags.at(rows, q)):
+        np.testing.assert_array_equal(got, want)
+    assert (built["lengths"] > 127).sum() > 10  # truncated pairs are among them
 
 
 def test_prepare_tfrecord_output_reads_back_equal_to_shards(people_daily, chinese_vocab, tmp_path):

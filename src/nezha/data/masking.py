@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -212,33 +213,21 @@ def mask_batch(
 ) -> MaskedBatch:
     """:func:`create_masked_lm_predictions` for N instances at once (``max_ngram == 1``), same distribution.
 
-    Units get random keys; visiting them in key order is BERT's shuffle. The greedy "take the unit if it fits the
-    remaining budget, else skip it" runs as one vectorized step per visit rank over all N instances.
-
     Args:
         input_ids: (N, L) int32, 0-padded, [CLS]/[SEP] included.
         lengths: (N,) real lengths.
         candidates: (N, L) bool, positions that may be masked (not special, not padding).
-        unit_starts: (N, L) bool, True where a masking unit begins (all True: static masking).
+        unit_starts: (N, L) bool, True where a masking unit begins (all True: static masking). A unit is a run of
+            candidates; it also begins after a position that is not a candidate.
     """
     if cfg.max_ngram != 1:
         raise ValueError("mask_batch handles max_ngram == 1; use create_masked_lm_predictions for n-grams")
+    if not ((unit_starts | ~candidates).all()):
+        return mask_units(input_ids, lengths, FlagUnits(candidates, unit_starts), cfg, rng)
     n, L = input_ids.shape
     M = cfg.max_predictions_per_seq
     budget = np.minimum(M, np.maximum(1, np.rint(lengths * cfg.masked_lm_prob).astype(np.int64)))  # (N,)
-    starts = unit_starts & candidates
-    if (starts == candidates).all():
-        chosen = _choose_positions(candidates, budget, M, rng)
-        unit_len_at = np.ones((n, L), np.int64)
-    else:
-        uid = np.cumsum(starts, axis=1) - 1  # (N, L) unit index of each position
-        uid = np.where(candidates, uid, 0)
-        flat = (np.arange(n)[:, None] * L + uid)[candidates]
-        unit_len = np.bincount(flat, minlength=n * L).reshape(n, L)  # (N, L) length of unit u of row i, 0 = none
-        accepted = _choose_units(unit_len, budget, min(L, 2 * M), rng)  # (N, L) indexed by unit
-        chosen = candidates & np.take_along_axis(accepted, uid, axis=1)  # (N, L) by position
-        unit_len_at = np.take_along_axis(unit_len, uid, axis=1)
-
+    chosen = _choose_positions(candidates, budget, M, rng)
     rows, cols = np.nonzero(chosen)  # row-major: positions ascending within a row
     out, n_mask, n_random = _replace(input_ids, rows, cols, cfg, rng)
     counts = chosen.sum(1)
@@ -247,8 +236,96 @@ def mask_batch(
     labels = np.zeros((n, M), np.int32)
     positions[rows, rank] = cols
     labels[rows, rank] = input_ids[rows, cols]
-    multi = int((unit_len_at[rows, cols] > 1).sum())
+    return MaskedBatch(out, positions, labels, counts.astype(np.int32), n_mask, n_random, 0)
+
+
+class Units(Protocol):
+    """The masking units of N instances: ``count[i]`` units in row i, unit q of a row found by :meth:`at`."""
+
+    count: np.ndarray  # (N,) int64
+
+    def at(self, rows: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first position, number of positions) of unit ``q[k]`` of row ``rows[k]``, for each k."""
+        ...
+
+
+class FlagUnits:
+    """Units given as (N, L) flags: runs of candidate positions, split where a unit starts."""
+
+    def __init__(self, candidates: np.ndarray, unit_starts: np.ndarray):
+        n, L = candidates.shape
+        after = np.zeros_like(candidates)
+        after[:, 1:] = candidates[:, :-1]  # the previous position is a candidate
+        begins = candidates & (unit_starts | ~after)
+        nxt = np.zeros_like(candidates)
+        nxt[:, :-1] = candidates[:, 1:] & ~begins[:, 1:]  # the next position continues the unit
+        first = np.flatnonzero(begins)
+        self.starts = first % L
+        self.lengths = np.flatnonzero(candidates & ~nxt) + 1 - first
+        self.count = begins.sum(1, dtype=np.int64)
+        self.offsets = np.cumsum(self.count) - self.count
+
+    def at(self, rows: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = self.offsets[rows] + q
+        return self.starts[k], self.lengths[k]
+
+
+def mask_units(
+    input_ids: np.ndarray, lengths: np.ndarray, units: Units, cfg: MaskingConfig, rng: np.random.Generator
+) -> MaskedBatch:
+    """Whole word masking of N instances: BERT's greedy over each row's units in random order (see
+    :func:`choose_units`), then the 80/10/10 replacement of every position of the chosen units."""
+    n, L = input_ids.shape
+    M = cfg.max_predictions_per_seq
+    budget = np.minimum(M, np.maximum(1, np.rint(np.asarray(lengths) * cfg.masked_lm_prob).astype(np.int64)))
+    rows, starts, sizes = choose_units(units, budget, rng)
+    # every position of the chosen units, sorted by row then position
+    first = np.cumsum(sizes) - sizes
+    flat = np.repeat(rows * L + starts - first, sizes) + np.arange(int(sizes.sum()))
+    flat.sort()
+    rows, cols = np.divmod(flat, L)
+    out, n_mask, n_random = _replace(input_ids, rows, cols, cfg, rng)
+    counts = np.bincount(rows, minlength=n)
+    rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = np.zeros((n, M), np.int32)
+    labels = np.zeros((n, M), np.int32)
+    positions[rows, rank] = cols
+    labels[rows, rank] = input_ids[rows, cols]
+    multi = int(sizes[sizes > 1].sum())
     return MaskedBatch(out, positions, labels, counts.astype(np.int32), n_mask, n_random, multi)
+
+
+def choose_units(units: Units, budget: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """BERT's greedy: visit a row's units in uniformly random order, take a unit if it fits the remaining budget,
+    stop when the budget is reached or the units run out. Returns the chosen units' (rows, first positions,
+    sizes), in the order chosen.
+
+    The order is a partial Fisher-Yates shuffle of each row's unit numbers: one vectorised step per visit, over the
+    rows still filling, so the work follows the units visited (about budget / mean unit size) rather than the
+    row length.
+    """
+    n = len(budget)
+    count = np.asarray(units.count, np.int64)
+    width = int(count.max(initial=0))
+    perm = np.broadcast_to(np.arange(width, dtype=np.int32), (n, width)).copy().reshape(-1)  # (N * width,)
+    act = np.flatnonzero((count > 0) & (budget > 0))
+    c, base, left = count[act], act * width, budget[act]
+    chosen: list[tuple[np.ndarray, ...]] = []
+    r = 0
+    while len(act):
+        j = np.minimum(r + (rng.random(len(act)) * (c - r)).astype(np.int64), c - 1)  # uniform in [r, c)
+        q = perm[base + j]
+        perm[base + j] = perm[base + r]  # position r is final: only the displaced number needs keeping
+        start, size = units.at(act, q)
+        ok = size <= left
+        chosen.append((act[ok], start[ok], size[ok]))
+        left = left - np.where(ok, size, 0)
+        r += 1
+        live = (left > 0) & (c > r)
+        act, c, base, left = act[live], c[live], base[live], left[live]
+    if not chosen:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return tuple(np.concatenate(parts).astype(np.int64) for parts in zip(*chosen))
 
 
 def mask_ngram_batch(
@@ -348,48 +425,3 @@ def _replace(input_ids: np.ndarray, rows: np.ndarray, cols: np.ndarray, cfg: Mas
     out[rows[to_mask], cols[to_mask]] = cfg.mask_id
     out[rows[to_random], cols[to_random]] = random_ids
     return out, int(to_mask.sum()), len(random_ids)
-
-
-def _choose_units(unit_len: np.ndarray, budget: np.ndarray, top: int, rng: np.random.Generator) -> np.ndarray:
-    """(N, L) bool by unit index: BERT's greedy over units in random order (take a unit if it fits the remaining
-    budget, else skip it; stop at the budget).
-
-    Units get random keys; visiting them in key order is BERT's shuffle. The budget is filled within the first
-    ``top`` units in key order for almost every row (each unit has at least one position), so only those are
-    sorted (argpartition); a row that still has budget left and more units is redone with all its units.
-    """
-    n, L = unit_len.shape
-    keys = rng.random((n, L))
-    keys[unit_len == 0] = 2.0  # no such unit: last
-    n_units = (unit_len > 0).sum(1)
-    if top < L:
-        part = np.argpartition(keys, top - 1, axis=1)[:, :top]
-        order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
-    else:
-        order = np.argsort(keys, axis=1)
-    accepted, taken = _greedy(np.take_along_axis(unit_len, order, axis=1), budget)
-    out = np.zeros((n, L), dtype=bool)
-    np.put_along_axis(out, order, accepted, axis=1)
-    redo = np.flatnonzero((taken < budget) & (n_units > order.shape[1]))
-    if len(redo):
-        full = np.argsort(keys[redo], axis=1)
-        acc, _ = _greedy(np.take_along_axis(unit_len[redo], full, axis=1), budget[redo])
-        sub = np.zeros((len(redo), L), dtype=bool)
-        np.put_along_axis(sub, full, acc, axis=1)
-        out[redo] = sub
-    return out
-
-
-def _greedy(sorted_len: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Take-if-it-fits over units in visiting order, one vectorized step per rank: (accepted (N, K), taken (N,))."""
-    n, k = sorted_len.shape
-    accept = np.zeros((n, k), dtype=bool)
-    taken = np.zeros(n, dtype=np.int64)
-    for r in range(k):
-        lr = sorted_len[:, r]
-        ok = (lr > 0) & (taken + lr <= budget)
-        accept[:, r] = ok
-        taken += ok * lr
-        if (taken >= budget).all():
-            break
-    return accept, taken

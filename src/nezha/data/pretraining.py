@@ -38,7 +38,7 @@ import numpy as np
 
 from nezha.data import shards, tfrecord
 from nezha.data.corpus import WHITESPACE, Document, Piece, ReadStats, Window, expand_input_files, iter_windows
-from nezha.data.masking import MaskingConfig, mask_batch, mask_ngram_batch, mask_pairs
+from nezha.data.masking import MaskingConfig, mask_ngram_batch, mask_pairs, mask_units
 from nezha.data.tokenization import ORIGINAL_MAX_CHARS_PER_WORD, NezhaTokenizer, load_vocab
 from nezha.io.atomic import atomic_write_text
 from nezha.settings import arg
@@ -145,6 +145,14 @@ class TokenizedCorpus:
     def offsets_lists(self) -> tuple[list[int], list[int]]:
         """(sentence_offsets, document_offsets) as Python lists: indexing them is ~5x faster than NumPy scalars."""
         return self.sentence_offsets.tolist(), self.document_offsets.tolist()
+
+    @functools.cached_property
+    def unit_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(unit of each token (T,), first token of each unit and then T (U+1,)): the masking units, found once."""
+        starts = self.unit_starts.copy()
+        starts[:1] = True
+        first = np.flatnonzero(starts)
+        return np.cumsum(starts, dtype=np.int64) - 1, np.append(first, len(starts))
 
 
 @dataclass(frozen=True)
@@ -606,6 +614,36 @@ def build_pair_arrays(
     return out
 
 
+class PairUnits:
+    """The whole-word masking units of instances ``[CLS] A [SEP] B [SEP]`` made from pair rows (see
+    :func:`build_pair_arrays`), read from the corpus's units (:attr:`TokenizedCorpus.unit_index`, found once per
+    corpus) instead of from per-position flags: a segment's units are the corpus units it overlaps, cut to the
+    segment (so a truncated segment's first token begins a unit). Implements :class:`nezha.data.masking.Units`."""
+
+    def __init__(self, corpus: TokenizedCorpus, pairs: np.ndarray):
+        P = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
+        self.a0, self.a1, self.b0, self.b1 = P[:, 0], P[:, 1], P[:, 2], P[:, 3]
+        self.unit_of, self.unit_first = corpus.unit_index
+        self.count_a = self._count(self.a0, self.a1)
+        self.count = self.count_a + self._count(self.b0, self.b1)
+
+    def _count(self, s0: np.ndarray, s1: np.ndarray) -> np.ndarray:
+        if not len(self.unit_of):
+            return np.zeros(len(s0), np.int64)
+        last = np.maximum(s1 - 1, 0)
+        return np.where(s1 > s0, self.unit_of[last] - self.unit_of[np.minimum(s0, last)] + 1, 0)
+
+    def at(self, rows: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        in_b = q >= self.count_a[rows]
+        s0 = np.where(in_b, self.b0[rows], self.a0[rows])
+        s1 = np.where(in_b, self.b1[rows], self.a1[rows])
+        u = self.unit_of[s0] + np.where(in_b, q - self.count_a[rows], q)
+        start = np.maximum(self.unit_first[u], s0)
+        size = np.minimum(self.unit_first[u + 1], s1) - start
+        at_pos = np.where(in_b, self.a1[rows] - self.a0[rows] + 2, 1)  # where the segment begins in the row
+        return start - s0 + at_pos, size
+
+
 def shuffle_documents(corpus: TokenizedCorpus, seed: int) -> TokenizedCorpus:
     """BERT shuffles the document list once before the dupe rounds; same here with ``Random(seed)``."""
     order = list(range(corpus.num_documents))
@@ -650,15 +688,14 @@ def window_instances(
                         short_seq_prob=args.short_seq_prob, rng=rng)
     pairs = pairs[rng.permutation(len(pairs))]  # BERT's final shuffle of all instances
     py_rng = random.Random((args.random_seed << 32) ^ window_index) if masking.max_ngram > 1 else None
-    units = args.do_whole_word_mask or masking.max_ngram > 1
     for b in range(0, len(pairs), BATCH):
         built = build_pair_arrays(corpus, pairs[b : b + BATCH], args.max_seq_length, tokenizer.cls_id,
-                                  tokenizer.sep_id, units=units)
+                                  tokenizer.sep_id, units=py_rng is not None)
         if py_rng is not None:
             m = mask_ngram_batch(built["input_ids"], built["lengths"], built["candidates"], built["unit_starts"],
                                  masking, py_rng)
-        elif units:
-            m = mask_batch(built["input_ids"], built["lengths"], built["candidates"], built["unit_starts"], masking,
+        elif args.do_whole_word_mask:
+            m = mask_units(built["input_ids"], built["lengths"], PairUnits(corpus, pairs[b : b + BATCH]), masking,
                            rng)
         else:
             m = mask_pairs(built["input_ids"], built["len_a"], built["lengths"], masking, rng)

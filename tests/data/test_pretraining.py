@@ -409,3 +409,19 @@ def test_prepare_help_does_not_import_torch():
             "    pass\nprint('TORCH', 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--config" in out and "--masked_lm_prob" in out and "TORCH False" in out
+
+
+@pytest.mark.parametrize("preset", [None, "3"])
+def test_prepare_starts_numpy_without_blas_threads_unless_told(preset):
+    """nezha prepare does no linear algebra: OpenBLAS gets one thread (its idle pool costs CPU), unless set."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    code = ("import os, sys\nfrom nezha.cli import build_parser\nbuild_parser('prepare')\n"
+            "print('NUMPY', 'numpy' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert f"NUMPY True {preset or 1}" in out

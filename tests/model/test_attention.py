@@ -71,6 +71,19 @@ def test_attention_large_head_dim_and_long_sequence():
     _check(*_inputs(300, 64, D=64, B=1, H=2), 64, tol=1e-9)
 
 
+def test_attention_reads_head_split_views_and_returns_mergeable_heads():
+    """Inputs as the model passes them (``(B, T, H, D)`` storage seen as ``(B, H, T, D)``) give the same result,
+    and the output is stored so that merging the heads back is a view."""
+    q, k, v, table, mask = _inputs(40, 6, H=1)  # H = 1: a per-row mask of shape (B, 1, 1, T) and one head
+    _check(q, k, v, table, mask, 6)
+    q, k, v, table, mask = _inputs(40, 6)
+    views = [x.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_() for x in (q, k, v)]
+    assert not views[0].is_contiguous()
+    _check(*views, table, mask, 6)
+    out = relative_attention(*views, table, mask, max_relative_position=6)
+    assert out.transpose(1, 2).is_contiguous()
+
+
 def test_attention_half_inputs_follow_fp32():
     q, k, v, table, mask = (None if x is None else x.detach().float() for x in _inputs(50, 6))
     ref = relative_attention(q, k, v, table, mask, max_relative_position=6)

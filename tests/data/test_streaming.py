@@ -68,8 +68,20 @@ def test_output_is_byte_identical_for_any_number_of_workers(clue, chinese_vocab,
             s = prepare(_args(clue, ",".join(map(str, outs)), chinese_vocab, num_workers=w, window_mb=1,
                               dupe_factor=1, output_format="tfrecord", do_whole_word_mask=True))
             digests.append([_digest([o]) for o in outs])
-        assert s["windows"] == 2 and s["documents"] == 2500
+        assert s["windows"] == 2 and s["documents"] == 2500 and s["window_bytes"] == 1 << 20
     assert digests[0] == digests[1]
+
+
+def test_default_window_follows_the_input_size_only():
+    """--window_mb 0 (the default): a 24th of the input, 2 to 8 MB; --num_workers plays no part."""
+    mb = 1 << 20
+    assert pretraining.window_size(0, 2 * mb) == 2 * mb  # the 2 MB sample: one window, as before
+    assert pretraining.window_size(0, 47 * mb) == 2 * mb  # the sample x 25: ~20 windows, two workers finish together
+    assert pretraining.window_size(0, 120 * mb) == 5 * mb
+    assert pretraining.window_size(0, 5000 * mb) == 8 * mb  # memory per worker stays bounded
+    assert pretraining.window_size(3, 5000 * mb) == 3 * mb
+    with pytest.raises(ValueError, match="window_mb"):
+        PrepareArgs(input_file="a", output_file="b", vocab_file="c", window_mb=-1)
 
 
 def test_invalid_utf8_in_a_later_window_names_its_line(clue, chinese_vocab, tmp_path):

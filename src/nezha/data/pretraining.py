@@ -81,8 +81,9 @@ class PrepareArgs:
                                                 "tfrecord (the original format)")
     instances_per_shard: int = arg(100_000, "instances per shard file (shards format)")
     num_workers: int = arg(1, "worker processes (each takes whole windows)")
-    window_mb: int = arg(8, "documents are processed in windows of about this many MB of text: memory per worker "
-                            "grows with it; random next sentences and the final shuffle are drawn within a window")
+    window_mb: int = arg(0, "documents are processed in windows of about this many MB of text: memory per worker "
+                            "grows with it; random next sentences and the final shuffle are drawn within a window. "
+                            "0: chosen from the input's size (a 24th of it, 2 to 8 MB)")
     num_shards: int = arg(1, "split the input's documents into this many parts (one per machine) ...")
     shard_index: int = arg(0, "... and make part number SHARD_INDEX (0-based)")
     skip_invalid_lines: bool = arg(False, "skip (and count) lines that are not valid UTF-8 instead of stopping")
@@ -106,8 +107,8 @@ class PrepareArgs:
         for name, choices in (("segmenter", Segmenter), ("output_format", OutputFormat)):
             if getattr(self, name) not in get_args(choices):  # a --config file bypasses argparse's choices
                 raise ValueError(f"--{name}={getattr(self, name)}: expected one of {', '.join(get_args(choices))}")
-        if self.num_workers < 1 or self.instances_per_shard < 1 or self.window_mb < 1:
-            raise ValueError("--num_workers, --instances_per_shard and --window_mb must be >= 1")
+        if self.num_workers < 1 or self.instances_per_shard < 1 or self.window_mb < 0:
+            raise ValueError("--num_workers and --instances_per_shard must be >= 1, --window_mb >= 0")
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"--shard_index={self.shard_index} must be in [0, --num_shards={self.num_shards})")
         if self.pre_segmented and not self.do_whole_word_mask:
@@ -1025,6 +1026,20 @@ def summarize(stats: InstanceStats) -> dict:
     }
 
 
+WINDOWS_PER_INPUT = 24  # the default window: a 24th of the input, ...
+MIN_WINDOW_MB, MAX_WINDOW_MB = 2, 8  # ... within these bounds
+
+
+def window_size(window_mb: int, input_bytes: int) -> int:
+    """Bytes per window: ``--window_mb``, or (0) from the input's size alone, never from ``--num_workers``, so the
+    output stays the same for any number of workers. About 24 windows let two or more workers finish together
+    (five 10 MB windows on two workers leave one idle for a window's time); windows stay 2 to 8 MB, so a small
+    corpus is one window (BERT's corpus-wide random next sentences and shuffle) and memory stays bounded."""
+    if window_mb:
+        return window_mb << 20
+    return min(MAX_WINDOW_MB << 20, max(MIN_WINDOW_MB << 20, input_bytes // WINDOWS_PER_INPUT))
+
+
 def vocab_fingerprint(vocab: Sequence[str]) -> str:
     import hashlib
 
@@ -1042,13 +1057,15 @@ def prepare(args: PrepareArgs) -> dict:
     out = _Output(args)
     job = _WindowJob(tokenizer, args, paths, segment, out)
     read_stats = ReadStats()
-    windows = iter_windows(paths, args.window_mb << 20, read_stats, count_docs=args.num_shards > 1)
+    input_bytes = sum(os.path.getsize(p) for p in paths)
+    window_bytes = window_size(args.window_mb, input_bytes)
+    windows = iter_windows(paths, window_bytes, read_stats, count_docs=args.num_shards > 1)
     counts: dict[str, int] = {}
     seconds = {"read": 0.0, "tokenize": 0.0, "instances": 0.0, "write": 0.0}
     inst = InstanceStats()
     reported: dict[str, int] = {}
     n_windows = 0
-    bar = _progress(sum(os.path.getsize(p) for p in paths), args.progress)
+    bar = _progress(input_bytes, args.progress)
     try:
         for res in _run_windows(job, windows, args.num_workers):
             out.add(res["written"])
@@ -1087,6 +1104,7 @@ def prepare(args: PrepareArgs) -> dict:
         "empty_token_sentences": counts["empty_token_sentences"],
         **summarize(inst),
         "windows": n_windows,
+        "window_bytes": window_bytes,
         "seconds": time.perf_counter() - t0,
         "seconds_by_phase": seconds,  # summed over windows (over workers: more than the wall time)
         "problems": read_stats.problems,

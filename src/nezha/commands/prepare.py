@@ -11,7 +11,9 @@ Every flag is a field of :class:`nezha.data.pretraining.PrepareArgs` (help text,
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import sys
 
 # No linear algebra here: without this, importing numpy starts OpenBLAS's thread pool, whose spinning threads cost
 # ~0.05 s of CPU per run (a seventh of a 2 MB corpus's whole run). Set before numpy is first imported; a value the
@@ -26,8 +28,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, PrepareArgs)
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse: by default it returns large freed blocks to the system and maps
+    large new ones afresh, so each batch's arrays fault their pages in again (~5,500 page faults per 8,192
+    instances written as TFRecord; a third of that writer's time on this VM). Peak memory is unchanged."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)  # blocks up to 256 MB come from the heap, which ...
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # ... is not trimmed back until 1 GB of it is free
+    except (OSError, AttributeError):  # not glibc: its own allocator's defaults
+        pass
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
 def run(args: argparse.Namespace) -> int:
     pargs = dataclass_from_namespace(PrepareArgs, args)
+    keep_freed_memory()
     s = prepare(pargs)
     print(
         f"documents {s['documents']:,} (one-sentence {s['one_sentence_documents']:,}), "

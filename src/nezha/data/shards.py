@@ -134,6 +134,8 @@ class ShardWriter:
             if len(arr) != n or arr.shape[1:] != ((self.widths[field],) if field in self.widths else ()):
                 raise ValueError(f"shard {self.name}: field {field} has shape {arr.shape}, expected ({n}, ...)")
             self._files[field].write(memoryview(arr).cast("B"))
+        for f in self._files.values():
+            _start_writeback(f)
         self.num_instances += n
         ids = [arrays[f] for f in ("input_ids", "masked_lm_ids")]
         self.max_token_id = max(self.max_token_id, *(int(np.max(a, initial=0)) for a in ids))
@@ -161,6 +163,15 @@ class ShardWriter:
 
 
 _HEADER_BYTES = 128  # magic, version, length, dict, padding: a multiple of 64 as numpy writes it
+
+
+def _start_writeback(f) -> None:
+    """Hand what was written so far to the disk now, without waiting: the page cache would otherwise hold it until
+    ``close`` syncs, which then waits for all of it (on a 50 MB corpus, 0.4-0.7 s of a one-worker run spent
+    waiting). On Linux, POSIX_FADV_DONTNEED starts writeback of dirty pages (and drops pages already written)."""
+    if hasattr(os, "posix_fadvise"):
+        f.flush()
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -591,9 +591,8 @@ def build_pair_arrays(
     in_b = pos >= la + 2
     # (N, L) flat token index: A's tokens at positions 1..la, B's from la+2 (other positions fixed below)
     src = np.where(in_b, (b0 - la - 2).astype(np.int32), (a0 - 1).astype(np.int32)) + pos
-    np.clip(src, 0, max(len(corpus.ids) - 1, 0), out=src)
     real = pos < length  # (N, L)
-    ids = corpus.ids[src] if len(corpus.ids) else np.zeros(src.shape, np.int32)
+    ids = corpus.ids.take(src, mode="clip") if len(corpus.ids) else np.zeros(src.shape, np.int32)  # (padding: any)
     ids *= real
     n = len(P)
     rows = np.arange(n)
@@ -609,7 +608,7 @@ def build_pair_arrays(
     }
     if units:
         cand = real & (pos != 0) & (pos != la + 1) & (pos != length - 1)
-        starts = corpus.unit_starts[src] & cand if len(corpus.ids) else cand
+        starts = corpus.unit_starts.take(src, mode="clip") & cand if len(corpus.ids) else cand
         starts |= (pos == 1) | (pos == la + 2)
         out["candidates"], out["unit_starts"] = cand, starts
     return out

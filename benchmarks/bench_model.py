@@ -10,6 +10,7 @@ hits all sides alike; the table reports the median over repeats (of each repeat'
     python benchmarks/bench_model.py                     # seq 128 and 512, writes benchmarks/results/bench_model.json
     python benchmarks/bench_model.py --seq 512 --repeats 5 --steps 2
     python benchmarks/bench_model.py --profile           # torch.profiler table: one base layer, seq 512, batch 4
+    python benchmarks/bench_model.py --attention         # the attention function alone vs SDPA, fwd+bwd
 """
 
 from __future__ import annotations
@@ -116,6 +117,39 @@ def profile_layer(seq: int = 512, batch: int = 4, top: int = 15) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=32)
 
 
+def time_attention(seq: int = 512, batch: int = 4, repeats: int = 7) -> dict:
+    """Forward+backward of the attention function alone, NEZHA-base heads, against SDPA with the same mask (no
+    relative terms), alternating calls; inputs are head-split views as the models pass them."""
+    import torch
+    import torch.nn.functional as F
+
+    from nezha.model.attention import relative_attention
+    from nezha.model.positions import relative_position_table
+
+    torch.manual_seed(0)
+    H, D, K = 12, 64, 64
+    q, k, v = (torch.randn(batch, seq, H, D).transpose(1, 2).requires_grad_() for _ in range(3))
+    table = relative_position_table(K, D)
+    mask = torch.zeros(batch, 1, 1, seq)
+    mask[-1, ..., seq * 3 // 4:] = torch.finfo(torch.float32).min
+    grad = torch.randn(batch, H, seq, D)
+    fns = {
+        "nezha": lambda: relative_attention(q, k, v, table, mask, max_relative_position=K),
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+    }
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for rep in range(repeats + 1):  # the first round warms up
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn().backward(grad)
+            if rep:
+                times[name].append(time.perf_counter() - t0)
+    ratios = sorted(a / b for a, b in zip(times["nezha"], times["sdpa"]))
+    return {"seq": seq, "batch": batch, "threads": torch.get_num_threads(),
+            "ms": {n: {"median": 1e3 * _median(t), "min": 1e3 * min(t), "max": 1e3 * max(t)} for n, t in times.items()},
+            "ratio_median": _median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1]}
+
+
 def _median(xs: list[float]) -> float:
     xs = sorted(xs)
     n = len(xs)
@@ -130,10 +164,27 @@ def main() -> None:
     ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     ap.add_argument("--output", default=str(RESULTS / "bench_model.json"))
     ap.add_argument("--profile", action="store_true", help="print the profile of one base layer and exit")
+    ap.add_argument("--attention", action="store_true",
+                    help="time the attention function alone against SDPA (fwd+bwd, each --seq) and exit")
     ap.add_argument("--_cell", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.profile:
         print(profile_layer())
+        return
+    if args.attention:
+        results = []
+        for seq in args.seq:
+            res = time_attention(seq, BATCH_FOR_SEQ.get(seq, 1), max(args.repeats, 3))
+            ms = res["ms"]
+            print(f"seq {seq} batch {res['batch']}: nezha {ms['nezha']['median']:.1f} ms "
+                  f"({ms['nezha']['min']:.1f}..{ms['nezha']['max']:.1f}), SDPA {ms['sdpa']['median']:.1f} ms "
+                  f"({ms['sdpa']['min']:.1f}..{ms['sdpa']['max']:.1f}): {res['ratio_median']:.2f}x "
+                  f"({res['ratio_min']:.2f}..{res['ratio_max']:.2f}) per alternating pair")
+            results.append(res)
+        out = RESULTS / "bench_attention_cpu.json"
+        meta = {"cpu_count": os.cpu_count(), "argv": sys.argv[1:], "loadavg_at_end": os.getloadavg()}
+        atomic_write_text(out, json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        print(f"wrote {out}")
         return
     if args._cell:
         impl, seq, batch, steps = args._cell

@@ -58,10 +58,14 @@ KEEP_PROBS_MAX_LENGTH = 256
 # Queries per chunk at most: the triangles cost ~C^2 per region against C * T for the rest, while every chunk
 # pays a fixed number of op dispatches (64 is fastest for NEZHA-base at T = 512 on CPU: benchmarks/bench_model.py).
 CHUNK_ROWS = 64
+# While torch.compile traces, the chunk loop is unrolled into the graph: larger chunks keep it (and the compile
+# time) small, and the generated code does not pay per-op dispatch.
+COMPILED_CHUNK_ROWS = 256
 
 
 def _chunk_size(batch_heads: int, length: int) -> int:
-    return max(16, min(CHUNK_ROWS, CHUNK_ELEMENTS // max(1, batch_heads * length)))
+    cap = COMPILED_CHUNK_ROWS if torch.compiler.is_compiling() else CHUNK_ROWS
+    return max(16, min(cap, CHUNK_ELEMENTS // max(1, batch_heads * length)))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -259,14 +263,13 @@ def _probs(store, qx, kx, scaled_rows, ch, K):
     return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
 
 
-def _forward_chunks(qx, kx, vx, table, dropout_p, seed, K, heads, keep_probs=False):
+def _forward_chunks(qx, kx, vx, table, dropout_p, seed, K, heads, rows, keep_probs=False):
     """Forward pass over query chunks of extended queries, keys and values (:func:`_extended`; keys scaled).
     Returns ``(out, kept, bits)``: ``out`` ``(B, H, T, D)`` stored as ``(B, T, H, D)`` (so merging the heads
     after is a view), each chunk's probabilities (before dropout) when ``keep_probs``, and its packed dropout
     masks."""
     BH, T, Dx = qx.shape
     B, H, D = BH // heads, heads, Dx - 3
-    rows = _chunk_size(BH, T)
     out = qx.new_empty(B, T, H, D).transpose(1, 2)
     kept, bits = [], []
     store = None
@@ -333,21 +336,22 @@ class _RelativeAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, table, mask, dropout_p, seed, max_relative_position):
         qx, kx, vx = _extend_inputs(q, k, v, mask)
-        keep = q.shape[2] <= KEEP_PROBS_MAX_LENGTH
-        out, kept, bits = _forward_chunks(qx, kx, vx, table, dropout_p, seed, max_relative_position, q.shape[1],
-                                          keep)
+        B, H, T, _ = q.shape
+        rows = _chunk_size(B * H, T)  # the backward pass uses the same chunks
+        out, kept, bits = _forward_chunks(qx, kx, vx, table, dropout_p, seed, max_relative_position, H, rows,
+                                          T <= KEEP_PROBS_MAX_LENGTH)
         ctx.save_for_backward(table, out, *kept, *bits)
         # Intermediates kept on ctx, not saved: backward rewrites their per-chunk columns (which every use sets
         # first), and saved tensors may not change.
         ctx.extended = (qx, kx, vx)
-        ctx.params = (dropout_p, max_relative_position, len(kept))
+        ctx.params = (dropout_p, max_relative_position, len(kept), rows)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         table, out, *saved = ctx.saved_tensors
         qx, kx, vx = ctx.extended
-        dropout_p, K, n_kept = ctx.params
+        dropout_p, K, n_kept, rows = ctx.params
         kept, bits = saved[:n_kept], saved[n_kept:]
         B, H, T, D = grad_out.shape
         BH = B * H
@@ -358,7 +362,6 @@ class _RelativeAttention(torch.autograd.Function):
         minus_delta = (grad_out * out).sum(-1).neg_()  # (B, H, T)
         gx = _extended(grad_out, 0.0 if dropout_p > 0 else minus_delta)
         minus_delta = minus_delta.reshape(BH, T, 1)
-        rows = _chunk_size(BH, T)
         dq = grad_out.new_empty(B, T, H, D).transpose(1, 2)  # stored as (B, T, H, D), like the forward's output
         dk = dv = None  # the first chunk's products, then accumulated
         grad_store = _buffer(BH, min(rows, T), T, K, gx)
@@ -431,5 +434,6 @@ def relative_attention(
             return out.to(dtype)
         # Inference (and ONNX tracing): the same computation without the autograd wrapper.
         qx, kx, vx = _extend_inputs(q, k, v, mask)
-        out = _forward_chunks(qx, kx, vx, table, dropout_p, None, max_relative_position, q.shape[1])[0]
+        B, H, T, _ = q.shape
+        out = _forward_chunks(qx, kx, vx, table, dropout_p, None, max_relative_position, H, _chunk_size(B * H, T))[0]
         return out.to(dtype)

@@ -26,10 +26,12 @@ import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
 from nezha.io.crc32c import _MASK_DELTA, crc32c_spans, masked_crc32c
+from nezha.io.crc32c import _TABLE as _CRC_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -337,11 +339,12 @@ class TFRecordFile:
 #
 # Every record has the same structure; only the varints of token ids (and the lengths that depend on them) differ
 # in size between rows. The records of a batch are laid out as the rows of one (N, width) byte matrix, each field
-# in its own columns, and the used bytes are kept in one compaction (``matrix[keep]``). That compaction costs per
-# *run* of used bytes, so a field of varints is laid out densely: two columns per value (one-byte varints leave
-# the second unused), or, in the few rows with a longer varint, the row's bytes left-aligned.
+# in its own columns, and the used bytes are kept in one boolean compaction (``matrix[keep]``). That compaction
+# costs per byte of the matrix and per *run* of used bytes (about half of its time here goes to the ~19 runs a
+# row), so a field of varints is laid out densely, two columns per value (see :class:`_Varints`).
 
-Field = tuple[np.ndarray, np.ndarray | None] | bytes  # (N, w) bytes and which are used (None: all), or a constant
+Part = Union[bytes, np.ndarray, tuple[np.ndarray, np.ndarray], "_Varints"]
+# a constant; (N, w) values below 256, all used; (N, w) bytes and which are used; a field of varints
 
 
 @functools.cache
@@ -353,6 +356,12 @@ def _varint_table(size: int) -> np.ndarray:
     return (_varint_bytes(v, nbytes)[:, :3].astype(np.int64) @ (1 << np.arange(0, 24, 8)) | nbytes << 24).astype("<u4")
 
 
+@functools.cache
+def _pair_table(size: int) -> np.ndarray:
+    """(size,) little-endian uint16: the first two bytes of the varint of each value below ``size`` (<= 2^21)."""
+    return (_varint_table(size) & 0xFFFF).astype("<u2")
+
+
 def _varint_sizes(v: np.ndarray) -> np.ndarray:
     """Bytes of the varint of each non-negative value (any shape), int64."""
     n = np.ones(v.shape, np.int64)
@@ -362,7 +371,7 @@ def _varint_sizes(v: np.ndarray) -> np.ndarray:
 
 
 def _varint_bytes(v: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """(..., G) uint8, G >= 3: the varint bytes of each value (bytes past a value's size are garbage)."""
+    """(..., G) uint8, G >= 3: the varint bytes of each value, zeros past its size."""
     G = max(3, int(sizes.max(initial=1)))
     out = np.empty((*v.shape, G), np.uint8)
     for j in range(G):
@@ -370,161 +379,240 @@ def _varint_bytes(v: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _length_field(values: np.ndarray) -> Field:
+def _nbytes(length: np.ndarray | int) -> np.ndarray | int:
+    """Bytes of the varint of a length (an int, or an array of them)."""
+    return len(_varint(length)) if isinstance(length, int) else _varint_sizes(length)
+
+
+def _length_field(values: np.ndarray | int) -> Part:
     """One varint per row (a length): constant bytes when every row has the same value."""
+    if isinstance(values, int):
+        return _varint(values)
     if (values == values[0]).all():
         return _varint(int(values[0]))
-    sizes = _varint_sizes(values)
-    data = _varint_bytes(values, sizes)[:, : int(sizes.max())]
-    return data, (None if (sizes == sizes[0]).all() else np.arange(data.shape[1]) < sizes[:, None])
+    top = int(values.max())
+    if top < 1 << 21:
+        enc = _varint_table(1 << max(10, top.bit_length())).take(values).view(np.uint8).reshape(-1, 4)
+        sizes = enc[:, 3]
+    else:
+        sizes = _varint_sizes(values)
+        enc = _varint_bytes(values, sizes)
+    data = enc[:, : int(sizes.max())]
+    return data if (sizes == sizes[0]).all() else (data, np.arange(data.shape[1]) < sizes[:, None])
 
 
-def _tail_pattern(t: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Used columns ``c`` of a two-column field whose values from ``t`` on are zeros: before ``2t`` each value's
-    first column (its second is used where nonzero), then the first k-t columns (one run for the padding)."""
-    k = c.shape[-1] // 2
-    return ((c < 2 * t) & (c % 2 == 0)) | ((c >= 2 * t) & (c < t + k))
+def _used_pattern(t: np.ndarray, e: np.ndarray, k: int, width: int) -> np.ndarray:
+    """The columns :class:`_Varints` uses besides its nonzero bytes, for rows of k values and e extension slots whose
+    slots from t on are zeros: the first column of each slot before t, then one column per trailing zero value."""
+    c = np.arange(width)
+    return ((c < 2 * t) & (c % 2 == 0)) | ((c >= 2 * t) & (c < t + k + e))
 
 
 @functools.cache
-def _tail_table(k: int) -> np.ndarray:
-    """(k+1, 2k) bool: :func:`_tail_pattern` for every t (looked up by row for k up to 1024: at most 2 MB)."""
-    return _tail_pattern(np.arange(k + 1)[:, None], np.arange(2 * k)[None, :])
+def _used_table(k: int, slots: int, extra: int) -> np.ndarray:
+    """:func:`_used_pattern` for every t <= slots and e <= extra, in row t * (extra + 1) + e."""
+    t, e = np.arange(slots + 1)[:, None, None], np.arange(extra + 1)[None, :, None]
+    return _used_pattern(t, e, k, 2 * slots).reshape(-1, 2 * slots)
 
 
-def _varint_field(values: np.ndarray) -> tuple[Field, np.ndarray]:
-    """The packed varints of each row of non-negative integers (N, K), and their size in bytes (N,).
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """(N,) int64: the true entries in each row of an (N, w) bool matrix (eight at a time when w is a multiple of 8:
+    numpy's row sums cost per row, an einsum over 8-byte lanes does not)."""
+    n, w = mask.shape
+    if w % 8 or w >= 2048 or not mask.flags.c_contiguous:
+        return mask.sum(1, dtype=np.int64)
+    lanes = np.einsum("ij->i", mask.view(np.uint64))  # each byte lane counts at most w / 8 < 256
+    if w < 256:  # the sum of the eight lanes fits in the top one
+        return ((lanes * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
+    return lanes.view(np.uint8).reshape(n, 8).sum(1, dtype=np.int64)
 
-    All values below 128: one column each. Else two columns per value: the second byte of a longer varint is never
-    0, and a one-byte varint's second column holds 0 and is left unused; a row's trailing zeros (padding) use one
-    column each, contiguously. Rows with a varint of 3 or more bytes are written left-aligned instead.
+
+class _Varints:
+    """The packed varints of each row of non-negative integers (N, K), laid out for :func:`_compact`.
+
+    Two-byte slots: each value's varint takes (size + 1) // 2 of them, its first two bytes and then, for the few
+    values of three bytes or more, extension slots inserted after it; rows are filled up with zero slots to a common
+    count (a multiple of 8). Two columns per slot; the second is unused where it is 0, which it is only after a
+    varint's last byte. A row's trailing zero values (the padding) use one column each, contiguously, so that they
+    make one run of the compaction. ``sizes``: each row's bytes.
     """
-    v = np.asarray(values)
-    n, k = v.shape
-    top = int(v.max(initial=0))
+
+    def __init__(self, values: np.ndarray, top: int):
+        v = np.asarray(values)
+        n, k = v.shape
+        if top < 1 << 21:
+            pairs = None
+            low = _pair_table(1 << max(10, top.bit_length())).take(v, mode="clip")  # (N, K) first two bytes
+        else:
+            v = v.astype(np.int64)
+            sizes = _varint_sizes(v)
+            enc = _varint_bytes(v, sizes)
+            if enc.shape[-1] % 2:
+                enc = np.concatenate([enc, np.zeros((n, k, 1), np.uint8)], axis=-1)
+            pairs = np.ascontiguousarray(enc).view("<u2")  # (N, K, P): each varint's bytes two by two
+            low = np.ascontiguousarray(pairs[..., 0])
+        if top < 1 << 14:
+            ext_at, ext = np.zeros(0, np.intp), np.zeros(0, "<u2")
+        elif pairs is None:  # one extension slot for each value of three bytes: its third byte
+            ext_at = np.flatnonzero(low >= 0x8000)
+            ext = (np.ravel(v)[ext_at] >> 14).astype("<u2")
+        else:  # slot p of each value that has a byte 2p, in the order of p
+            at = [np.flatnonzero(sizes.reshape(-1) > 2 * p) for p in range(1, pairs.shape[-1])]
+            ext = np.concatenate([pairs.reshape(-1, pairs.shape[-1])[a, p] for p, a in enumerate(at, 1)])
+            order = np.argsort(np.concatenate(at), kind="stable")  # by position, a value's slots in order of p
+            ext_at, ext = np.concatenate(at)[order], ext[order]
+        e = np.bincount(ext_at // k, minlength=n) if k else np.zeros(n, np.int64)  # extension slots per row
+        E = int(e.max(initial=0))
+        S = -(-(k + E) // 8) * 8
+        self.low, self.k, self.e, self.E, self.width = low, k, e, E, 2 * S
+        self.t = _tails(low != 0)  # the index after each row's last nonzero slot
+        self.sizes = k + e + _row_counts(low >= 0x100)  # one column per value and slot, and the nonzero second ones
+        if E:  # the rows with extension slots: each after its value (and its earlier ones), then zero slots up to S
+            rows = np.flatnonzero(e)
+            r = np.searchsorted(rows, ext_at // k)
+            first = np.cumsum(e[rows]) - e[rows]
+            col = ext_at % k + 1 + np.arange(len(ext_at)) - first[r]
+            place = np.arange(S) < (k + e[rows])[:, None]
+            place[r, col] = False
+            self.rows = rows
+            self.row_slots = np.zeros((len(rows), S), "<u2")
+            self.row_slots[place] = low[rows].reshape(-1)
+            self.row_slots[r, col] = ext
+            self.t[rows] = _tails(self.row_slots != 0)
+            self.sizes += np.bincount(ext_at // k, ext >= 0x100, minlength=n).astype(np.int64)
+
+    def write(self, data: np.ndarray, used: np.ndarray) -> None:
+        """Fill (N, width) views of the matrix and of its used mask."""
+        k, S, E = self.k, self.width // 2, self.E
+        data[:, : 2 * k] = self.low.view(np.uint8)
+        data[:, 2 * k :] = 0
+        if E:
+            data[self.rows] = self.row_slots.view(np.uint8)
+        if (S + 1) * (E + 1) * S <= 1 << 21:
+            pattern = _used_table(k, S, E)[self.t * (E + 1) + self.e]
+        else:
+            pattern = _used_pattern(self.t[:, None], self.e[:, None], k, 2 * S)
+        np.bitwise_or(pattern, data != 0, out=used)
+
+
+def _tails(nonzero: np.ndarray) -> np.ndarray:
+    """(N,) int64: the index after the last true entry of each row (0 for none)."""
+    k = nonzero.shape[1]
+    if k < 256:
+        return (nonzero * np.arange(1, k + 1, dtype=np.uint8)).max(1, initial=0).astype(np.int64)
+    return np.where(nonzero.any(1), k - np.argmax(nonzero[:, ::-1], axis=1), 0)
+
+
+def _field(values: np.ndarray, top: int) -> tuple[Part, np.ndarray | int]:
+    """An integer feature's payload (values below ``top`` + 1) and its size in bytes (an int when fixed)."""
+    k = values.shape[1]
     if top < 0x80:
-        return (v.astype(np.uint8), None), np.full(n, k, np.int64)
-    if top < 1 << 21:
-        packed = _varint_table(1 << max(10, top.bit_length())).take(v)
-        enc, low = packed.view(np.uint8).reshape(n, k, 4), packed.astype(np.uint16)
-        sizes = enc[:, :, 3]
+        return values, k
+    f = _Varints(values, top)
+    return f, f.sizes
+
+
+@functools.cache
+def _prefix_table(width: int, dtype: str) -> np.ndarray:
+    """(width + 1, width): row i has ones in its first i columns (clipped lookups give any length's row)."""
+    return (np.arange(width + 1)[:, None] > np.arange(width)[None, :]).astype(dtype)
+
+
+def _masked_header_crcs(lengths: np.ndarray) -> np.ndarray:
+    """(N,) uint32: the masked CRC32C of each length as 8 little-endian bytes; one byte-wise table step per byte,
+    vectorised over the range of the lengths (or the distinct lengths when that range is wide)."""
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if hi - lo <= 4 * len(lengths):
+        values, index = np.arange(lo, hi + 1, dtype=np.uint64), lengths - lo
     else:
-        v = v.astype(np.int64)
-        sizes = _varint_sizes(v)
-        enc = _varint_bytes(v, sizes)
-        low = enc[:, :, 0] | (enc[:, :, 1].astype(np.uint16) << 8)
-    long_rows = np.flatnonzero((v >= 1 << 14).any(1)) if top >= 1 << 14 else np.zeros(0, np.intp)
-    width = max(2 * k, int(sizes[long_rows].sum(1, dtype=np.int64).max(initial=0)))
-    data = np.zeros((n, width), np.uint8)
-    data[:, : 2 * k] = low.view(np.uint8).reshape(n, 2 * k)
-    nonzero = low != 0
-    tail = np.where(nonzero.any(1), k - np.argmax(nonzero[:, ::-1], axis=1), 0)  # (N,) where the trailing zeros begin
-    keep = np.zeros((n, width), bool)
-    pattern = _tail_table(k)[tail] if k <= 1024 else _tail_pattern(tail[:, None], np.arange(2 * k)[None, :])
-    keep[:, : 2 * k] = pattern | (data[:, : 2 * k] != 0)
-    if len(long_rows):
-        data[long_rows], keep[long_rows] = _left_aligned(enc[long_rows], sizes[long_rows], width)
-    return (data, keep), keep.sum(1, dtype=np.int64)
-
-
-def _left_aligned(enc: np.ndarray, sizes: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of varints (M, K, G bytes; sizes (M, K)) packed left-aligned in ``width`` columns: (bytes, used).
-
-    One scatter per byte index, highest first, so that the bytes a value does not use are overwritten by the next
-    value's."""
-    m, k, G = enc.shape
-    s = sizes.reshape(-1).astype(np.intp)
-    start = np.cumsum(s) - s  # the rows back to back ...
-    dest = start.reshape(m, k) + (np.arange(m) * width - start[::k])[:, None]  # ... each at its row of the matrix
-    G = int(s.max())
-    planes = np.moveaxis(enc[:, :, :G], 2, 0).copy()  # (G, M, K): byte j of every value, contiguous
-    flat = np.zeros(m * width + G, np.uint8)
-    dest += G - 1
-    for j in range(G - 1, -1, -1):
-        flat[dest] = planes[j]
-        dest -= 1
-    total = s.reshape(m, k).sum(1)
-    return flat[: m * width].reshape(m, width), np.arange(width) < total[:, None]
+        values, index = np.unique(lengths, return_inverse=True)
+        values = values.astype(np.uint64)
+    reg = np.full(len(values), 0xFFFFFFFF, np.uint32)
+    for j in range(8):
+        byte = ((values >> np.uint64(8 * j)) & np.uint64(0xFF)).astype(np.uint32)
+        reg = _CRC_TABLE[(reg ^ byte) & 0xFF] ^ (reg >> 8)
+    crc = (reg ^ np.uint32(0xFFFFFFFF)).astype(np.uint64)
+    masked = ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+    return masked.astype(np.uint32)[np.asarray(index).reshape(-1)]
 
 
 def pretraining_records(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Framed TFRecord records of BERT's pretraining Examples for shard-layout arrays, built for all rows at once.
 
     Returns (buf, ends): the records back to back as uint8 (N records) and the end offset of each. The data
-    checksums are computed per record in C; the length checksums once per distinct length.
+    checksums are computed per record in C; the length checksums vectorised.
     """
     ids = np.asarray(arrays["input_ids"])
     n, L = ids.shape
     M = arrays["masked_lm_positions"].shape[1]
+    if n == 0:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64)
     lengths = np.asarray(arrays["lengths"])
     num_masked = np.asarray(arrays["num_masked"])
     cols = {
         "input_ids": ids,
-        "input_mask": (np.arange(L)[None, :] < lengths[:, None]).astype(np.uint8),
-        "segment_ids": arrays["segment_ids"],
-        "masked_lm_positions": arrays["masked_lm_positions"],
-        "masked_lm_ids": arrays["masked_lm_ids"],
+        "segment_ids": np.asarray(arrays["segment_ids"]),
+        "masked_lm_positions": np.asarray(arrays["masked_lm_positions"]),
+        "masked_lm_ids": np.asarray(arrays["masked_lm_ids"]),
         "next_sentence_labels": np.asarray(arrays["next_sentence_labels"]).reshape(n, 1),
     }
-    if n == 0:
-        return np.zeros(0, np.uint8), np.zeros(0, np.int64)
-    if any(int(np.min(c)) < 0 for c in cols.values()):
-        raise ValueError("pretraining features must be non-negative ids, positions and labels")
-    fields: list[Field] = []  # in record order, after the frame header
-    features_len = np.zeros(n, np.int64)
+    tops = {"input_mask": 1}
+    for name, c in cols.items():
+        # Signed integers seen as unsigned: a negative one is above the largest signed value (one pass, not two).
+        unsigned = c.view(c.dtype.str.replace("i", "u")) if c.dtype.kind == "i" else c
+        tops[name] = int(unsigned.max(initial=0))
+        if tops[name] > (np.iinfo(c.dtype).max if c.dtype.kind == "i" else tops[name]) or c.dtype.kind not in "iub":
+            raise ValueError("pretraining features must be non-negative ids, positions and labels")
+    cols["input_mask"] = _prefix_table(L, "u1").take(lengths, axis=0, mode="clip")  # (a row per length: no compare)
+    parts: list[Part] = []  # in record order, after the frame header
+    features_len: np.ndarray | int = 0
     for name in PRETRAINING_FEATURE_ORDER:
         if name in _FLOAT_FEATURES:
-            weights = (np.arange(M)[None, :] < num_masked[:, None]).astype("<f4")
-            payload, size = (weights.view(np.uint8).reshape(n, 4 * M), None), np.full(n, 4 * M, np.int64)
+            payload, size = _prefix_table(M, "<f4").take(num_masked, axis=0, mode="clip").view(np.uint8), 4 * M
         else:
-            payload, size = _varint_field(cols[name])
-        list_len = 1 + _varint_sizes(size) + size
-        body_len = 1 + _varint_sizes(list_len) + list_len
+            payload, size = _field(cols[name], tops[name])
+        list_len = 1 + _nbytes(size) + size
+        body_len = 1 + _nbytes(list_len) + list_len
         key = name.encode("utf-8")
-        entry_len = 2 + len(key) + 1 + _varint_sizes(body_len) + body_len
-        features_len += 1 + _varint_sizes(entry_len) + entry_len
+        entry_len = 2 + len(key) + 1 + _nbytes(body_len) + body_len
+        features_len = features_len + 1 + _nbytes(entry_len) + entry_len
         kind = b"\x12" if name in _FLOAT_FEATURES else b"\x1a"
-        fields += [b"\x0a", _length_field(entry_len), b"\x0a" + bytes([len(key)]) + key + b"\x12",
-                   _length_field(body_len), kind, _length_field(list_len), b"\x0a", _length_field(size), payload]
-    data_len = 1 + _varint_sizes(features_len) + features_len
-    header = (_frame_headers(data_len), None)
-    buf = _compact(n, [header, b"\x0a", _length_field(features_len), *fields, b"\0\0\0\0"])  # (data checksum)
+        parts += [b"\x0a", _length_field(entry_len), b"\x0a" + bytes([len(key)]) + key + b"\x12",
+                  _length_field(body_len), kind, _length_field(list_len), b"\x0a", _length_field(size), payload]
+    data_len = np.broadcast_to(1 + _nbytes(features_len) + features_len, (n,)).astype(np.int64)
+    header = np.empty((n, 12), np.uint8)
+    header[:, :8] = data_len.astype("<u8").view(np.uint8).reshape(n, 8)
+    header[:, 8:] = _masked_header_crcs(data_len).astype("<u4").view(np.uint8).reshape(n, 4)
+    buf = _compact(n, [header, b"\x0a", _length_field(features_len), *parts, b"\0\0\0\0"])  # (data checksum)
     ends = np.cumsum(data_len + 16)
     _fill_data_checksums(buf, ends, data_len)
     return buf, ends
 
 
-def _frame_headers(data_len: np.ndarray) -> np.ndarray:
-    """(N, 12) uint8: each record's uint64 length and its masked CRC (one checksum per distinct length)."""
-    n = len(data_len)
-    distinct, inverse = np.unique(data_len, return_inverse=True)
-    header = np.empty((n, 12), np.uint8)
-    header[:, :8] = data_len.astype("<u8").view(np.uint8).reshape(n, 8)
-    crcs = np.array([masked_crc32c(struct.pack("<Q", int(x))) for x in distinct], "<u4")
-    header[:, 8:] = crcs[inverse.reshape(n)].view(np.uint8).reshape(n, 4)
-    return header
-
-
-def _compact(n: int, fields: Sequence[Field]) -> np.ndarray:
-    """The used bytes of ``fields``, row after row: the fields side by side in one (N, width) matrix (adjacent
+def _compact(n: int, parts: Sequence[Part]) -> np.ndarray:
+    """The used bytes of ``parts``, row after row: the parts side by side in one (N, width) matrix (adjacent
     constants merged), then one boolean compaction (none when every byte is used)."""
-    merged: list[Field] = []
-    for f in fields:
-        if isinstance(f, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] += f
+    merged: list[Part] = []
+    for p in parts:
+        if isinstance(p, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += p
         else:
-            merged.append(f)
-    widths = [len(f) if isinstance(f, bytes) else f[0].shape[1] for f in merged]
+            merged.append(p)
+    widths = [len(p) if isinstance(p, bytes) else p[0].shape[1] if isinstance(p, tuple) else
+              p.width if isinstance(p, _Varints) else p.shape[1] for p in merged]
     matrix = np.empty((n, sum(widths)), np.uint8)
-    keep = None if all(isinstance(f, bytes) or f[1] is None for f in merged) else np.ones(matrix.shape, bool)
+    keep = np.ones(matrix.shape, bool) if any(isinstance(p, (tuple, _Varints)) for p in merged) else None
     at = 0
-    for f, w in zip(merged, widths):
-        if isinstance(f, bytes):
-            matrix[:, at : at + w] = np.frombuffer(f, np.uint8)
+    for p, w in zip(merged, widths):
+        if isinstance(p, bytes):
+            matrix[:, at : at + w] = np.frombuffer(p, np.uint8)
+        elif isinstance(p, tuple):
+            matrix[:, at : at + w] = p[0]
+            keep[:, at : at + w] = p[1]
+        elif isinstance(p, _Varints):
+            p.write(matrix[:, at : at + w], keep[:, at : at + w])
         else:
-            matrix[:, at : at + w] = f[0]
-            if f[1] is not None:
-                keep[:, at : at + w] = f[1]
+            np.copyto(matrix[:, at : at + w], p, casting="unsafe")
         at += w
     return matrix[keep] if keep is not None else matrix.reshape(-1)
 

@@ -602,10 +602,20 @@ def _compact(n: int, parts: Sequence[Part]) -> np.ndarray:
               p.width if isinstance(p, _Varints) else p.shape[1] for p in merged]
     matrix = np.empty((n, sum(widths)), np.uint8)
     keep = np.ones(matrix.shape, bool) if any(isinstance(p, (tuple, _Varints)) for p in merged) else None
+    template = np.zeros(matrix.shape[1], np.uint8)  # the constants, written with one broadcast
     at = 0
     for p, w in zip(merged, widths):
         if isinstance(p, bytes):
-            matrix[:, at : at + w] = np.frombuffer(p, np.uint8)
+            template[at : at + w] = np.frombuffer(p, np.uint8)
+        at += w
+    matrix[...] = template
+    at = 0
+    for p, w in zip(merged, widths):
+        if isinstance(p, bytes):
+            pass
+        elif w <= 4 and not isinstance(p, (tuple, _Varints)):  # column by column: numpy loops over rows, not bytes
+            for j in range(w):
+                matrix[:, at + j] = p[:, j]
         elif isinstance(p, tuple):
             matrix[:, at : at + w] = p[0]
             keep[:, at : at + w] = p[1]

@@ -846,9 +846,7 @@ class _TFRecordSink:
         self.count = 0
 
     def write(self, arrays: dict[str, np.ndarray]) -> None:
-        buf, ends = tfrecord.pretraining_records(arrays)
-        tfrecord.write_round_robin(buf, ends, [f.write for f in self.files], self.count)
-        self.count += len(ends)
+        self.count += tfrecord.write_pretraining_records(arrays, [f.write for f in self.files], self.count)
 
     def close(self) -> dict:
         for f in self.files:

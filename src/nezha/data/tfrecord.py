@@ -641,18 +641,32 @@ def pretraining_examples(arrays: dict[str, np.ndarray]) -> list[bytes]:
     return [data[e - n + 12 : e - 4] for e, n in zip(ends.tolist(), np.diff(np.concatenate([[0], ends])).tolist())]
 
 
+# Records are built this many at a time: the temporaries of :func:`pretraining_records` (~4.5 KB a record) then
+# fit in memory the process has touched already, instead of faulting in ~36 MB for a batch of 8,192 (~2,000 page
+# faults fewer on the 2 MB sample; numpy's per-call overhead is the same at this size).
+RECORDS_PER_CALL = 2048
+
+
+def write_pretraining_records(arrays: dict[str, np.ndarray], writes: Sequence, first_index: int = 0,
+                              chunk: int = RECORDS_PER_CALL) -> int:
+    """Framed records of the instances in ``arrays`` to ``writes`` round-robin (see :func:`write_round_robin`),
+    ``chunk`` records at a time; returns how many were written."""
+    n = len(arrays["lengths"])
+    for start in range(0, n, chunk):
+        buf, ends = pretraining_records({k: v[start : start + chunk] for k, v in arrays.items()})
+        write_round_robin(buf, ends, writes, first_index + start)
+    return n
+
+
 def write_instances_tfrecord(
-    arrays: dict[str, np.ndarray], outputs: Sequence[str | os.PathLike], chunk: int = 8192
+    arrays: dict[str, np.ndarray], outputs: Sequence[str | os.PathLike], chunk: int = RECORDS_PER_CALL
 ) -> None:
     """Write instances round-robin over ``outputs`` (as the original script does), each file atomically."""
     if not outputs:
         raise ValueError("--output_file names no file")
     writers = [TFRecordWriter(p) for p in outputs]
     try:
-        n = len(arrays["lengths"])
-        for start in range(0, n, chunk):
-            buf, ends = pretraining_records({k: v[start : start + chunk] for k, v in arrays.items()})
-            write_round_robin(buf, ends, [w.write_framed for w in writers], start)
+        write_pretraining_records(arrays, [w.write_framed for w in writers], chunk=chunk)
     except BaseException:
         for w in writers:
             w.abort()

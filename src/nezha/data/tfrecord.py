@@ -379,26 +379,48 @@ def _varint_bytes(v: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _nbytes(length: np.ndarray | int) -> np.ndarray | int:
-    """Bytes of the varint of a length (an int, or an array of them)."""
-    return len(_varint(length)) if isinstance(length, int) else _varint_sizes(length)
+class _Length:
+    """A length per row (an int64 array, or an int when the same in every row) and bounds ``lo <= values <= hi``:
+    the nested lengths of an Example add up without a numpy reduction at each step."""
 
+    __slots__ = ("values", "lo", "hi")
 
-def _length_field(values: np.ndarray | int) -> Part:
-    """One varint per row (a length): constant bytes when every row has the same value."""
-    if isinstance(values, int):
-        return _varint(values)
-    if (values == values[0]).all():
-        return _varint(int(values[0]))
-    top = int(values.max())
-    if top < 1 << 21:
-        enc = _varint_table(1 << max(10, top.bit_length())).take(values).view(np.uint8).reshape(-1, 4)
-        sizes = enc[:, 3]
-    else:
-        sizes = _varint_sizes(values)
-        enc = _varint_bytes(values, sizes)
-    data = enc[:, : int(sizes.max())]
-    return data if (sizes == sizes[0]).all() else (data, np.arange(data.shape[1]) < sizes[:, None])
+    def __init__(self, values: np.ndarray | int, lo: int | None = None, hi: int | None = None):
+        if isinstance(values, int):
+            lo = hi = values
+        elif lo is None:
+            lo, hi = int(values.min()), int(values.max())
+        self.values, self.lo, self.hi = values, lo, hi
+
+    def __add__(self, other: _Length | int) -> _Length:
+        if isinstance(other, _Length):
+            return _Length(self.values + other.values, self.lo + other.lo, self.hi + other.hi)
+        return _Length(self.values + other, self.lo + other, self.hi + other)
+
+    __radd__ = __add__
+
+    def with_varint(self) -> _Length:
+        """Each length plus the size of its varint."""
+        a, b = len(_varint(self.lo)), len(_varint(self.hi))
+        if a == b:
+            return self + a
+        return _Length(self.values + _varint_sizes(self.values), self.lo + a, self.hi + b)
+
+    def field(self) -> Part:
+        """The varint of each row's length: constant bytes when the bounds meet."""
+        if self.lo == self.hi:
+            return _varint(self.lo)
+        values = np.asarray(self.values)
+        if self.hi < 1 << 21:
+            enc = _varint_table(1 << max(10, self.hi.bit_length())).take(values, mode="clip").view(np.uint8)
+            enc, sizes = enc.reshape(-1, 4), enc[3::4]
+        else:
+            sizes = _varint_sizes(values)
+            enc = _varint_bytes(values, sizes)
+        data = enc[:, : len(_varint(self.hi))]
+        if len(_varint(self.lo)) == data.shape[1]:
+            return data
+        return data, np.arange(data.shape[1]) < sizes[:, None]
 
 
 def _used_pattern(t: np.ndarray, e: np.ndarray, k: int, width: int) -> np.ndarray:
@@ -565,25 +587,26 @@ def pretraining_records(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
             raise ValueError("pretraining features must be non-negative ids, positions and labels")
     cols["input_mask"] = _prefix_table(L, "u1").take(lengths, axis=0, mode="clip")  # (a row per length: no compare)
     parts: list[Part] = []  # in record order, after the frame header
-    features_len: np.ndarray | int = 0
+    features_len = _Length(0)
     for name in PRETRAINING_FEATURE_ORDER:
         if name in _FLOAT_FEATURES:
             payload, size = _prefix_table(M, "<f4").take(num_masked, axis=0, mode="clip").view(np.uint8), 4 * M
         else:
             payload, size = _field(cols[name], tops[name])
-        list_len = 1 + _nbytes(size) + size
-        body_len = 1 + _nbytes(list_len) + list_len
+        size = _Length(size)
+        list_len = 1 + size.with_varint()
+        body_len = 1 + list_len.with_varint()
         key = name.encode("utf-8")
-        entry_len = 2 + len(key) + 1 + _nbytes(body_len) + body_len
-        features_len = features_len + 1 + _nbytes(entry_len) + entry_len
+        entry_len = 2 + len(key) + 1 + body_len.with_varint()
+        features_len = features_len + 1 + entry_len.with_varint()
         kind = b"\x12" if name in _FLOAT_FEATURES else b"\x1a"
-        parts += [b"\x0a", _length_field(entry_len), b"\x0a" + bytes([len(key)]) + key + b"\x12",
-                  _length_field(body_len), kind, _length_field(list_len), b"\x0a", _length_field(size), payload]
-    data_len = np.broadcast_to(1 + _nbytes(features_len) + features_len, (n,)).astype(np.int64)
+        parts += [b"\x0a", entry_len.field(), b"\x0a" + bytes([len(key)]) + key + b"\x12", body_len.field(), kind,
+                  list_len.field(), b"\x0a", size.field(), payload]
+    data_len = np.broadcast_to((1 + features_len.with_varint()).values, (n,)).astype(np.int64)
     header = np.empty((n, 12), np.uint8)
     header[:, :8] = data_len.astype("<u8").view(np.uint8).reshape(n, 8)
     header[:, 8:] = _masked_header_crcs(data_len).astype("<u4").view(np.uint8).reshape(n, 4)
-    buf = _compact(n, [header, b"\x0a", _length_field(features_len), *parts, b"\0\0\0\0"])  # (data checksum)
+    buf = _compact(n, [header, b"\x0a", features_len.field(), *parts, b"\0\0\0\0"])  # (data checksum)
     ends = np.cumsum(data_len + 16)
     _fill_data_checksums(buf, ends, data_len)
     return buf, ends

@@ -487,7 +487,8 @@ class _Varints:
         E = int(e.max(initial=0))
         S = -(-(k + E) // 8) * 8
         self.low, self.k, self.e, self.E, self.width = low, k, e, E, 2 * S
-        self.t = _tails(low != 0)  # the index after each row's last nonzero slot
+        # The index after each row's last nonzero slot: extension slots follow nonzero values, so all come before it.
+        self.t = _tails(low != 0) + e
         self.sizes = k + e + _row_counts(low >= 0x100)  # one column per value and slot, and the nonzero second ones
         if E:  # the rows with extension slots: each after its value (and its earlier ones), then zero slots up to S
             rows = np.flatnonzero(e)
@@ -500,7 +501,6 @@ class _Varints:
             self.row_slots = np.zeros((len(rows), S), "<u2")
             self.row_slots[place] = low[rows].reshape(-1)
             self.row_slots[r, col] = ext
-            self.t[rows] = _tails(self.row_slots != 0)
             self.sizes += np.bincount(ext_at // k, ext >= 0x100, minlength=n).astype(np.int64)
 
     def write(self, data: np.ndarray, used: np.ndarray) -> None:

@@ -401,6 +401,29 @@ def test_prepare_flags_are_the_original_scripts_with_its_defaults():
     assert not d.do_lower_case and d.do_whole_word_mask and d.output_format == "shards" and d.segmenter == "auto"
 
 
+@pytest.mark.parametrize("output_file,flag,expected", [
+    ("out.tfrecord", [], "tfrecord"),  # the original script's users name their output like this
+    ("a.tfrecord,b.TFRecords", [], "tfrecord"),
+    ("out", [], "shards"),
+    ("a.tfrecord,folder", [], "shards"),
+    ("out.tfrecord", ["--output_format=shards"], "shards"),
+    ("out", ["--output_format=tfrecord"], "tfrecord"),
+])
+def test_output_format_follows_the_output_names_unless_given(output_file, flag, expected):
+    args = _parse_prepare(["--input_file=a", f"--output_file={output_file}", "--vocab_file=v", *flag])
+    assert args.output_format == expected
+
+
+def test_prepare_writes_tfrecord_for_a_tfrecord_name(tmp_path, people_daily, chinese_vocab):
+    """The original's flags with a .tfrecord output name give a TFRecord file, not a shard folder of that name."""
+    out = tmp_path / "out.tfrecord"
+    prepare(_args(people_daily["raw"], out, chinese_vocab, dupe_factor=1))
+    assert out.is_file()
+    from nezha.data.tfrecord import iter_records
+
+    assert sum(1 for _ in iter_records(str(out))) > 0
+
+
 def test_prepare_help_does_not_import_torch():
     import subprocess
     import sys

@@ -46,8 +46,16 @@ from nezha.settings import arg
 log = logging.getLogger(__name__)
 
 Segmenter = Literal["auto", "rjieba", "jieba"]
-OutputFormat = Literal["shards", "tfrecord"]
+OutputFormat = Literal["auto", "shards", "tfrecord"]
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".record")
 LONG_SENTENCE_FACTOR = 16  # sentences longer than this x max_seq_length tokens are split (see split_long)
+
+
+def output_format_for(output_file: str) -> str:
+    """``tfrecord`` when every comma-separated output path has a TFRecord suffix (as the original script's users
+    name them), else ``shards``."""
+    paths = [p.strip() for p in output_file.split(",") if p.strip()]
+    return "tfrecord" if paths and all(p.lower().endswith(TFRECORD_SUFFIXES) for p in paths) else "shards"
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,9 @@ class PrepareArgs:
                                      "as the words")
     max_ngram: int = arg(1, "n-gram (span) masking: spans of up to this many words/pieces, n drawn with p ~ 1/n "
                             "(1 = off)")
-    output_format: OutputFormat = arg("shards", "shards (memory-mapped, what `nezha pretrain` reads fastest) or "
-                                                "tfrecord (the original format)")
+    output_format: OutputFormat = arg("auto", "shards (memory-mapped, what `nezha pretrain` reads fastest) or "
+                                              "tfrecord (the original format); auto: tfrecord when every "
+                                              "--output_file ends in .tfrecord, .tfrecords or .record, else shards")
     instances_per_shard: int = arg(100_000, "instances per shard file (shards format)")
     num_workers: int = arg(1, "worker processes (each takes whole windows)")
     window_mb: int = arg(0, "documents are processed in windows of about this many MB of text: memory per worker "
@@ -107,6 +116,8 @@ class PrepareArgs:
         for name, choices in (("segmenter", Segmenter), ("output_format", OutputFormat)):
             if getattr(self, name) not in get_args(choices):  # a --config file bypasses argparse's choices
                 raise ValueError(f"--{name}={getattr(self, name)}: expected one of {', '.join(get_args(choices))}")
+        if self.output_format == "auto":  # resolved once, so everything after sees shards or tfrecord
+            object.__setattr__(self, "output_format", output_format_for(self.output_file))
         if self.num_workers < 1 or self.instances_per_shard < 1 or self.window_mb < 0:
             raise ValueError("--num_workers and --instances_per_shard must be >= 1, --window_mb >= 0")
         if not 0 <= self.shard_index < self.num_shards:

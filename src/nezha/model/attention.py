@@ -123,7 +123,7 @@ class _Chunk(NamedTuple):
     left: _Strip
     right: _Strip
     rectangles: torch.Tensor  # (T, 2): key in the left / right region for every row
-    rows: torch.Tensor  # (width + 2,) table rows
+    rows: torch.Tensor  # (width + 2,) table rows: p_lo and width depend on T and K only, so every chunk's are alike
 
 
 def _chunk(start: int, stop: int, length: int, K: int, dtype: torch.dtype, device: torch.device) -> _Chunk:
@@ -177,15 +177,17 @@ def _extended(x: torch.Tensor, last: torch.Tensor | float, scale: float = 1.0) -
     return ext.view(B * H, T, D + 3)
 
 
-def _set_rectangles(ext: torch.Tensor, ch: _Chunk, prev: _Chunk | None) -> None:
-    """Point the rectangle columns of ``ext`` at ``ch``; after ``prev`` (the chunk just before) only the keys
+def _set_rectangles(chunks: list[_Chunk], c: int, *extended: torch.Tensor) -> None:
+    """Point the rectangle columns of the extended keys/values at chunk ``c``; after chunk ``c - 1`` only the keys
     that changed region are written."""
-    D = ext.shape[-1] - 3
-    if prev is None:
-        ext[..., D:D + 2] = ch.rectangles
-    else:
-        ext[:, prev.left.lo:ch.left.lo, D] = 1.0
-        ext[:, prev.right.hi:ch.right.hi, D + 1] = 0.0
+    ch, prev = chunks[c], chunks[c - 1] if c else None
+    for ext in extended:
+        D = ext.shape[-1] - 3
+        if prev is None:
+            ext[..., D:D + 2] = ch.rectangles
+        else:
+            ext[:, prev.left.lo:ch.left.lo, D] = 1.0
+            ext[:, prev.right.hi:ch.right.hi, D + 1] = 0.0
 
 
 def _buffer(batch_heads: int, rows: int, length: int, K: int, like: torch.Tensor) -> torch.Tensor:
@@ -273,16 +275,15 @@ def _forward_chunks(qx, kx, vx, table, dropout_p, seed, K, heads, rows, keep_pro
     out = qx.new_empty(B, T, H, D).transpose(1, 2)
     kept, bits = [], []
     store = None
-    prev = None
-    for c, ch in enumerate(_chunks(T, K, rows, qx.dtype, qx.device)):
+    chunks = _chunks(T, K, rows, qx.dtype, qx.device)
+    table_rows = table.index_select(0, chunks[0].rows)  # (width + 2, D): the same rows for every chunk
+    scaled_rows = table_rows * (1.0 / math.sqrt(D))
+    for c, ch in enumerate(chunks):
         C = ch.stop - ch.start
-        _set_rectangles(kx, ch, prev)
-        _set_rectangles(vx, ch, prev)
-        prev = ch
-        table_rows = table.index_select(0, ch.rows)  # (width + 2, D)
+        _set_rectangles(chunks, c, kx, vx)
         if store is None or keep_probs:  # one buffer for every chunk unless the chunks are kept
             store = _buffer(BH, min(rows, T), T, K, qx)
-        probs = _probs(store, qx[:, ch.start:ch.stop], kx, table_rows * (1.0 / math.sqrt(D)), ch, K)
+        probs = _probs(store, qx[:, ch.start:ch.stop], kx, scaled_rows, ch, K)
         if keep_probs:
             kept.append(probs.clone() if dropout_p > 0 else probs)
         if dropout_p > 0:
@@ -366,14 +367,12 @@ class _RelativeAttention(torch.autograd.Function):
         dk = dv = None  # the first chunk's products, then accumulated
         grad_store = _buffer(BH, min(rows, T), T, K, gx)
         prob_store = None if kept else _buffer(BH, min(rows, T), T, K, gx)
-        prev = None
-        for c, ch in enumerate(_chunks(T, K, rows, gx.dtype, gx.device)):
+        chunks = _chunks(T, K, rows, gx.dtype, gx.device)
+        table_rows = table.index_select(0, chunks[0].rows)
+        scaled_rows = table_rows * scale
+        for c, ch in enumerate(chunks):
             C = ch.stop - ch.start
-            _set_rectangles(kx, ch, prev)
-            _set_rectangles(vx, ch, prev)
-            prev = ch
-            table_rows = table.index_select(0, ch.rows)
-            scaled_rows = table_rows * scale
+            _set_rectangles(chunks, c, kx, vx)
             qc = qx[:, ch.start:ch.stop]
             # recomputed (identical to the forward's) unless kept for short sequences
             probs = kept[c] if kept else _probs(prob_store, qc, kx, scaled_rows, ch, K)

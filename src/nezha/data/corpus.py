@@ -54,6 +54,15 @@ class ReadStats:
     sentences: int = 0
     problems: list[str] = field(default_factory=list)
 
+    def open_file(self, path: Path) -> bool:
+        """Count a file about to be read; False (counted and reported) when it is empty, to be skipped."""
+        self.files += 1
+        if os.path.getsize(path) == 0:
+            self.empty_files += 1
+            self.report(self.empty_files, f"{path}: empty file, skipped")
+            return False
+        return True
+
     def report(self, kind_count: int, message: str) -> None:
         if kind_count <= MAX_REPORTED:
             log.warning(message)
@@ -89,10 +98,7 @@ def read_documents(paths: Sequence[Path], *, stats: ReadStats | None = None) -> 
     stats = stats if stats is not None else ReadStats()
     docs: list[Document] = []
     for fi, path in enumerate(paths):
-        stats.files += 1
-        if os.path.getsize(path) == 0:
-            stats.empty_files += 1
-            stats.report(stats.empty_files, f"{path}: empty file, skipped")
+        if not stats.open_file(path):
             continue
         cur_lines: list[str] = []
         cur_nums: list[int] = []
@@ -158,10 +164,7 @@ def iter_pieces(paths: Sequence[Path], block_bytes: int, stats: ReadStats) -> It
     """Read files in blocks and cut each block at its last document break; a document longer than a block makes
     a longer piece. Empty files are counted and skipped."""
     for fi, path in enumerate(paths):
-        stats.files += 1
-        if os.path.getsize(path) == 0:
-            stats.empty_files += 1
-            stats.report(stats.empty_files, f"{path}: empty file, skipped")
+        if not stats.open_file(path):
             continue
         line = 1
         buf = b""

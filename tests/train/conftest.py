@@ -139,3 +139,12 @@ def pretrain_child():
     """:class:`PretrainChild`, to start ``nezha pretrain`` runs that a test kills or signals."""
     return PretrainChild
 
+
+@pytest.fixture
+def train_losses():
+    """``{step: loss}`` of the training lines a run logged in ``OUT/metrics.jsonl``: what resume tests compare."""
+
+    def losses(out: Path) -> dict[int, float]:
+        return {r["step"]: r["loss"] for r in read_metrics(Path(out) / "metrics.jsonl") if r["split"] == "train"}
+
+    return losses

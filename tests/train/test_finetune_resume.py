@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 
 from nezha.train.finetune import FinetuneArgs, finetune
-from nezha.train.run_log import read_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -47,19 +46,15 @@ def _settings(shared_data, train: Path, out: Path, **kw) -> dict:
     return s
 
 
-def _train_losses(out: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"}
-
-
 def _checkpoints(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step-"))
 
 
-def test_finetune_stop_then_resume_repeats_the_uninterrupted_loss_log(shared_data, senti_train, tmp_path):
+def test_finetune_stop_then_resume_repeats_the_uninterrupted_loss_log(shared_data, senti_train, tmp_path, train_losses):
     ref_dir = tmp_path / "reference"
     done = finetune(FinetuneArgs(**_settings(shared_data, senti_train, ref_dir)))
     assert done["finished"] and done["step"] == 16
-    ref = _train_losses(ref_dir)
+    ref = train_losses(ref_dir)
     assert sorted(ref) == list(range(2, 17, 2))
     assert not (ref_dir / "checkpoints").exists()  # checkpoints are opt-in
 
@@ -76,7 +71,7 @@ def test_finetune_stop_then_resume_repeats_the_uninterrupted_loss_log(shared_dat
     resumed = finetune(FinetuneArgs(**_settings(shared_data, senti_train, out, save_steps=3, keep_checkpoints=3,
                                                 resume="auto")))
     assert resumed["finished"] and resumed["step"] == 16
-    got = _train_losses(out)
+    got = train_losses(out)
     assert sorted(got) == sorted(ref)  # the log was cut back to the checkpoint: no duplicates
     for s in ref:
         assert got[s] == pytest.approx(ref[s], rel=1e-6), f"step {s}"
@@ -92,7 +87,7 @@ def test_finetune_stop_then_resume_repeats_the_uninterrupted_loss_log(shared_dat
     finetune(FinetuneArgs(**_settings(shared_data, senti_train, again, save_steps=3, stop_at_step=4)))
     finetune(FinetuneArgs(**_settings(shared_data, senti_train, again,
                                       resume=str(again / "checkpoints" / "step-00000003"))))
-    got = _train_losses(again)
+    got = train_losses(again)
     assert sorted(got) == sorted(ref)
     for s in ref:
         assert got[s] == pytest.approx(ref[s], rel=1e-6), f"step {s} (resumed from 3)"
@@ -123,7 +118,7 @@ def test_finetune_refuses_a_checkpoint_of_another_run_before_any_step(shared_dat
     assert "world_size: checkpoint 2 vs this run 1" in resume()
 
 
-def test_finetune_sigterm_saves_a_checkpoint_and_exits(shared_data, senti_train, tmp_path):
+def test_finetune_sigterm_saves_a_checkpoint_and_exits(shared_data, senti_train, tmp_path, train_losses):
     out = tmp_path / "term"
     cfg = tmp_path / "term.json"
     cfg.write_text(json.dumps(_settings(shared_data, senti_train, out, max_steps=100000, logging_steps=1)))
@@ -131,7 +126,7 @@ def test_finetune_sigterm_saves_a_checkpoint_and_exits(shared_data, senti_train,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     t0 = time.time()
-    while not (out / "metrics.jsonl").is_file() or not _train_losses(out):
+    while not (out / "metrics.jsonl").is_file() or not train_losses(out):
         if proc.poll() is not None:
             raise AssertionError(f"run ended early: {proc.stderr.read()[-2000:]}")
         assert time.time() - t0 < 120, "run too slow"

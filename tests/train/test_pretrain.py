@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +20,7 @@ def _args(pd_shards, tiny_config_file, out, **kw):
     return PretrainArgs(**base)
 
 
-def _train_losses(out):
-    return {r["step"]: r["loss"] for r in read_metrics(Path(out) / "metrics.jsonl") if r["split"] == "train"}
-
-
-def test_pretrain_cli_trains_exports_and_resumes(pd_shards, tiny_config_file, chinese_vocab, tmp_path):
+def test_pretrain_cli_trains_exports_and_resumes(pd_shards, tiny_config_file, chinese_vocab, tmp_path, train_losses):
     out = tmp_path / "run"
     cfg = tmp_path / "run.json"
     cfg.write_text(json.dumps({"train_batch_size": 8, "num_warmup_steps": 1, "learning_rate": 5e-3}))
@@ -39,7 +34,7 @@ def test_pretrain_cli_trains_exports_and_resumes(pd_shards, tiny_config_file, ch
     saved = json.loads((out / "args.json").read_text())
     assert saved["train_batch_size"] == 8 and saved["learning_rate"] == 5e-3 and saved["stop_at_step"] == 3
     assert main(common) == 0  # resumes at step 3
-    assert sorted(_train_losses(out)) == [1, 2, 3, 4, 5]
+    assert sorted(train_losses(out)) == [1, 2, 3, 4, 5]
     for name in ("config.json", "model.safetensors", "vocab.txt", "metrics.png", "metrics_train.csv",
                  "metrics_eval.csv", "summary.json"):
         assert (out / name).is_file(), name
@@ -49,11 +44,11 @@ def test_pretrain_cli_trains_exports_and_resumes(pd_shards, tiny_config_file, ch
     assert model.config.hidden_size == 32 and not model.loading_report.newly_initialized
 
 
-def test_pretrain_gradient_accumulation_matches_full_batch(pd_shards, tiny_config_file, tmp_path):
+def test_pretrain_gradient_accumulation_matches_full_batch(pd_shards, tiny_config_file, tmp_path, train_losses):
     kw = dict(num_train_steps=2, dropout=0.0, save_checkpoints_steps=100)
     pretrain(_args(pd_shards, tiny_config_file, tmp_path / "a", **kw))
     pretrain(_args(pd_shards, tiny_config_file, tmp_path / "b", gradient_accumulation_steps=2, **kw))
-    a, b = _train_losses(tmp_path / "a"), _train_losses(tmp_path / "b")
+    a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
     assert a.keys() == b.keys() == {1, 2}
     for s in a:
         assert a[s] == pytest.approx(b[s], rel=1e-5)
@@ -143,7 +138,7 @@ def test_open_pretraining_data_rejects_mixed_kinds(pd_shards, tmp_path):
     assert len(open_pretraining_data(f"{pd_shards},{pd_shards}")) == 2 * len(open_pretraining_data([str(pd_shards)]))
 
 
-def test_pretrain_on_tfrecords_equals_pretrain_on_shards(pd_shards, tiny_config_file, tmp_path):
+def test_pretrain_on_tfrecords_equals_pretrain_on_shards(pd_shards, tiny_config_file, tmp_path, train_losses):
     from nezha.data import tfrecord
 
     shards = open_pretraining_data([str(pd_shards)])
@@ -158,7 +153,7 @@ def test_pretrain_on_tfrecords_equals_pretrain_on_shards(pd_shards, tiny_config_
     kw = dict(num_train_steps=2, save_checkpoints_steps=100)
     pretrain(_args(pd_shards, tiny_config_file, tmp_path / "shards", **kw))
     pretrain(_args(path, tiny_config_file, tmp_path / "tf", **kw))
-    assert _train_losses(tmp_path / "tf") == pytest.approx(_train_losses(tmp_path / "shards"), rel=1e-6)
+    assert train_losses(tmp_path / "tf") == pytest.approx(train_losses(tmp_path / "shards"), rel=1e-6)
 
 
 def _tfrecord_copy(pd_shards, path):

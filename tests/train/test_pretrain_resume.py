@@ -6,7 +6,6 @@ import signal
 import pytest
 
 from nezha.train.pretrain import PretrainArgs, pretrain
-from nezha.train.run_log import read_metrics
 
 
 def _settings(pd_shards, tiny_config_file, out, **kw):
@@ -18,22 +17,18 @@ def _settings(pd_shards, tiny_config_file, out, **kw):
     return s
 
 
-def _train_losses(out):
-    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"}
-
-
 def test_sigkill_then_resume_repeats_the_uninterrupted_loss_curve(pd_shards, tiny_config_file, pretrain_child,
-                                                                  tmp_path):
+                                                                  tmp_path, train_losses):
     reference = tmp_path / "reference"
     pretrain(PretrainArgs(**_settings(pd_shards, tiny_config_file, reference, stop_at_step=9)))
-    ref = _train_losses(reference)
+    ref = train_losses(reference)
     assert sorted(ref) == list(range(1, 10))
 
     killed = tmp_path / "killed"
     resumed_from = pretrain_child(_settings(pd_shards, tiny_config_file, killed)).kill_after(5)
     result = pretrain(PretrainArgs(**_settings(pd_shards, tiny_config_file, killed, stop_at_step=9)))
     assert result.step == 9
-    got = _train_losses(killed)
+    got = train_losses(killed)
     assert sorted(got) == list(range(1, 10))  # the log was cut back to the checkpoint, no duplicates
     for s in range(resumed_from + 1, 10):
         assert got[s] == pytest.approx(ref[s], rel=1e-6), f"step {s} (resumed from {resumed_from})"

@@ -32,37 +32,33 @@ def _settings(pd_text, chinese_vocab, tiny_config_file, out, **kw):
     return s
 
 
-def _train_losses(out):
-    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"}
-
-
 def test_stop_and_resume_across_epochs_repeats_the_uninterrupted_losses(pd_text, chinese_vocab, tiny_config_file,
-                                                                        tmp_path):
+                                                                        tmp_path, train_losses):
     ref_dir = tmp_path / "reference"
     pretrain(PretrainArgs(**_settings(pd_text, chinese_vocab, tiny_config_file, ref_dir, stop_at_step=9)))
     n = json.loads(next((ref_dir / "data-cache").glob("*/index.json")).read_text())["num_instances"]
     assert 9 > -(-n // 8) * 2, "the run must cross an epoch boundary for the test to mean something"
-    ref_losses = _train_losses(ref_dir)
+    ref_losses = train_losses(ref_dir)
 
     out = tmp_path / "stopped"
     first = pretrain(PretrainArgs(**_settings(pd_text, chinese_vocab, tiny_config_file, out, stop_at_step=4)))
     assert first.step == 4
     pretrain(PretrainArgs(**_settings(pd_text, chinese_vocab, tiny_config_file, out, stop_at_step=9)))
-    got = _train_losses(out)
+    got = train_losses(out)
     assert sorted(got) == list(range(1, 10))
     for s in range(1, 10):
         assert got[s] == pytest.approx(ref_losses[s], rel=1e-6), f"step {s}"
 
 
 def test_sigkill_then_resume_repeats_the_uninterrupted_losses(pd_text, chinese_vocab, tiny_config_file, pretrain_child,
-                                                              tmp_path):
+                                                              tmp_path, train_losses):
     ref_dir = tmp_path / "reference"
     pretrain(PretrainArgs(**_settings(pd_text, chinese_vocab, tiny_config_file, ref_dir, stop_at_step=9)))
-    ref = _train_losses(ref_dir)
+    ref = train_losses(ref_dir)
     killed = tmp_path / "killed"
     resumed_from = pretrain_child(_settings(pd_text, chinese_vocab, tiny_config_file, killed)).kill_after(5)
     pretrain(PretrainArgs(**_settings(pd_text, chinese_vocab, tiny_config_file, killed, stop_at_step=9)))
-    got = _train_losses(killed)
+    got = train_losses(killed)
     assert sorted(got) == list(range(1, 10))
     for s in range(resumed_from + 1, 10):
         assert got[s] == pytest.approx(ref[s], rel=1e-6), f"step {s} (resumed from {resumed_from})"
